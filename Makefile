@@ -1,0 +1,36 @@
+# cms.patching developer commands. See README.md.
+PYTHON ?= python3
+VENV ?= .venv
+SIM_PORT ?= 5000
+N ?=
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PYTHONPATH := $(CURDIR)/tests/simulator
+
+.PHONY: setup demo test lint sanity pytest sim clean
+
+setup:
+	@scripts/setup.sh "$(PYTHON)" "$(VENV)"
+
+demo: setup
+	@$(BIN)/python scripts/demo.py --port $(SIM_PORT)
+
+sim: setup
+	@$(BIN)/python tests/simulator/sim.py --host 127.0.0.1 --port $(SIM_PORT)
+
+lint: setup
+	$(BIN)/ansible-lint --offline --profile production
+	$(BIN)/antsibull-changelog lint
+
+sanity: setup
+	@scripts/sanity.sh
+
+pytest: setup
+	$(BIN)/python -m pytest -n 2 tests
+
+# The whole suite, exactly what CI runs (.ci/run). pytest goes last so its summary line ends the output.
+test: setup lint sanity pytest
+
+clean:
+	rm -rf $(VENV) .tmp reports .pytest_cache

@@ -1,0 +1,85 @@
+# -*- coding: utf-8 -*-
+# Copyright: cms.patching contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Plain data structures shared by the domain services; each serialises to what a module returns."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional
+
+
+@dataclass
+class Instance:
+    instance_id: str
+    region: str
+    name: Optional[str] = None
+    state: Optional[str] = None
+    platform: Optional[str] = None
+    patch_group: Optional[str] = None
+    account_id: Optional[str] = None
+    root_device_type: Optional[str] = None
+    root_device_name: Optional[str] = None
+    ebs_volumes: List[str] = field(default_factory=list)
+    tags: Dict[str, str] = field(default_factory=dict)
+    ssm: Dict[str, Optional[str]] = field(default_factory=dict)
+    patch_state: Dict[str, object] = field(default_factory=dict)
+    eligible: bool = False
+    reasons: List[str] = field(default_factory=list)
+
+    def to_dict(self):
+        return asdict(self)
+
+
+@dataclass
+class Backup:
+    instance_id: str
+    image_id: Optional[str] = None
+    name: Optional[str] = None
+    state: Optional[str] = None
+    snapshot_ids: List[str] = field(default_factory=list)
+    verified: bool = False
+    status: Optional[str] = None
+    error: Optional[str] = None
+    created_at: Optional[str] = None
+
+    def to_dict(self):
+        return asdict(self)
+
+
+@dataclass
+class OperationResult:
+    """One instance's outcome of one SSM command."""
+
+    instance_id: str
+    command_id: Optional[str] = None
+    status: Optional[str] = None
+    status_details: Optional[str] = None
+    outcome: Optional[str] = None
+    output_excerpt: str = ""
+    error: Optional[str] = None
+
+    def to_dict(self):
+        return asdict(self)
+
+
+@dataclass
+class RunConfig:
+    run_id: str
+    poll_interval: float = 5.0
+    wait: bool = True
+    check_mode: bool = False
+
+    def comment(self, step):
+        """The audit-trail Comment every SendCommand carries: `cms-patching <run-id> <step>`."""
+        return f"cms-patching {self.run_id} {step}"[:100]
+
+
+def summarize(items, key):
+    """Counts of each value of `key` among dicts, plus the total."""
+    counts = {"total": len(items)}
+    for item in items:
+        value = item.get(key)
+        if value is not None:
+            counts[value] = counts.get(value, 0) + 1
+    return counts

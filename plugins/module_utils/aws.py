@@ -82,3 +82,22 @@ def assume_role(sts, role_arn, session_name, external_id=None):
         aws_secret_access_key=creds["SecretAccessKey"],
         aws_session_token=creds["SessionToken"],
     )
+
+
+def known_regions(service="ec2"):
+    import boto3  # pylint: disable=import-outside-toplevel
+
+    session = boto3.session.Session()
+    regions = set()
+    for partition in session.get_available_partitions():
+        regions.update(session.get_available_regions(service, partition_name=partition))
+    return regions
+
+
+def validate_region(region, service="ec2"):
+    """Catch a mistyped region before any call: with a custom endpoint, boto3 would accept anything."""
+    if not region:
+        raise PatchingError("no region given: set the region option or AWS_REGION")
+    regions = known_regions(service)
+    if regions and region not in regions:
+        raise PatchingError(f"unknown region '{region}': not a {service} region known to botocore")

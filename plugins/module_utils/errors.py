@@ -59,3 +59,24 @@ def require_positive(params, names):
         value = params.get(name)
         if value is not None and value <= 0:
             raise PatchingError(f"{name} must be greater than 0, got {value}")
+
+
+def one_line(text, limit=600):
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def exit_with(module, action, fn):
+    """Run fn(module) and exit with its result; every error becomes one line, never a traceback.
+
+    Errors that carry no instance detail are prefixed with `action` so the user knows what failed.
+    """
+    try:
+        result = fn(module)
+    except PatchingError as e:
+        module.fail_json(msg=one_line(e))
+    except Exception as e:  # pylint: disable=broad-except
+        if is_aws_error(e):
+            module.fail_json(msg=one_line(aws_error_message(e, action)))
+        module.fail_json(msg=one_line(f"{action} failed: {type(e).__name__}: {e}"))
+    module.exit_json(**result)

@@ -1,0 +1,188 @@
+# -*- coding: utf-8 -*-
+# Copyright: cms.patching contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""ssm_patch_run: AWS-RunPatchBaseline on many instances, then verify each one (agent back, compliance clean)."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+from ansible_collections.cms.patching.plugins.module_utils.errors import (
+    PatchingError, aws_error_message, is_aws_error, require_positive, validate_instance_ids,
+)
+from ansible_collections.cms.patching.plugins.module_utils.models import RunConfig, summarize
+from ansible_collections.cms.patching.plugins.module_utils.scan import ssm_patch_states as read_compliance
+from ansible_collections.cms.patching.plugins.module_utils.ssm_agents import ONLINE, ping_statuses, wait_online
+from ansible_collections.cms.patching.plugins.module_utils.ssm_options import (
+    request_options, resolve_run_id, validate_runner_options,
+)
+from ansible_collections.cms.patching.plugins.module_utils.ssm_runner import CommandRequest, SsmRunner
+
+DOCUMENTS = ("AWS-RunPatchBaseline", "AWS-RunPatchBaselineWithHooks")
+HOOKS = dict(pre_install_hook_doc_name="PreInstallHookDocName", post_install_hook_doc_name="PostInstallHookDocName",
+             on_exit_hook_doc_name="OnExitHookDocName")
+DOC_NAME_RE = re.compile(r"^[a-zA-Z0-9_.:/-]{3,128}$")
+STEP = "patch"
+# SendCommand refuses unregistered or terminated instances for the whole batch (InvalidInstanceId): never send to them.
+UNSENDABLE = ("NotRegistered", "Inactive")
+
+
+def validate(params):
+    """Every input error, as one line, before any AWS call."""
+    validate_instance_ids(params["instance_ids"])
+    if not params["instance_ids"]:
+        raise PatchingError("instance_ids is empty")
+    if params["document"] not in DOCUMENTS:
+        raise PatchingError(f"unknown document {params['document']!r}: use one of {', '.join(DOCUMENTS)}")
+    validate_runner_options(params)
+    require_positive(params, ["agent_online_timeout"])
+    if params.get("install_override_list") and params.get("baseline_override"):
+        raise PatchingError("install_override_list and baseline_override are mutually exclusive")
+    if params.get("install_override_list") and params["document"] != "AWS-RunPatchBaseline":
+        raise PatchingError("install_override_list needs document AWS-RunPatchBaseline (AWS-RunPatchBaselineWithHooks does not support it)")
+    for name in ("install_override_list", "baseline_override"):
+        url = params.get(name)
+        if url and not url.startswith(("https://", "s3://")):
+            raise PatchingError(f"{name} must be an https:// or s3:// URL, got {url!r}")
+    for name in HOOKS:
+        value = params.get(name)
+        if value and params["document"] != "AWS-RunPatchBaselineWithHooks":
+            raise PatchingError(f"{name} needs document AWS-RunPatchBaselineWithHooks")
+        if value and not DOC_NAME_RE.match(value):
+            raise PatchingError(f"invalid {name} {value!r}: not an SSM document name")
+    if params.get("snapshot_id"):
+        try:
+            uuid.UUID(params["snapshot_id"])
+        except ValueError:
+            raise PatchingError(f"snapshot_id must be a GUID, got {params['snapshot_id']!r}") from None
+
+
+def document_parameters(params, snapshot_id):
+    """AWS-RunPatchBaseline(WithHooks) parameters. Scan never reboots, whatever reboot_option says."""
+    install = params["operation"] == "Install"
+    parameters = {
+        "Operation": [params["operation"]],
+        "SnapshotId": [snapshot_id],
+        "RebootOption": [params["reboot_option"] if install else "NoReboot"],
+    }
+    if params.get("install_override_list"):
+        parameters["InstallOverrideList"] = [params["install_override_list"]]
+    if params.get("baseline_override"):
+        parameters["BaselineOverride"] = [params["baseline_override"]]
+    for name, aws_name in HOOKS.items():
+        if params.get(name):
+            parameters[aws_name] = [params[name]]
+    return parameters
+
+
+def run_patch(ssm, params, check_mode, clock=time.monotonic, sleep=time.sleep):
+    """The module's whole job; returns the module result (without `failed`)."""
+    validate(params)
+    config = RunConfig(resolve_run_id(params.get("run_id")), params["poll_interval"], params["wait"], check_mode)
+    snapshot_id = params.get("snapshot_id") or str(uuid.uuid4())
+    ids = list(params["instance_ids"])
+    try:  # reads before sending: a failure here fails the module having changed nothing
+        pings = ping_statuses(ssm, ids)
+        before = read_compliance(ssm, ids)
+    except Exception as e:  # pylint: disable=broad-except
+        if not is_aws_error(e):
+            raise
+        raise PatchingError(aws_error_message(e, "reading SSM state before patching")) from None
+    sendable = [i for i in ids if pings[i] not in UNSENDABLE]
+    request = CommandRequest(document=params["document"], instance_ids=sendable, step=STEP,
+                             parameters=document_parameters(params, snapshot_id), **request_options(params))
+    runner = SsmRunner(ssm, config, clock=clock, sleep=sleep)
+    outcomes = runner.run([request]) if sendable else {}
+    results = []
+    for iid in ids:
+        res = outcomes[iid].to_dict() if iid in outcomes else unsent(iid, pings[iid])
+        res.update(ping_status_before=pings[iid], compliance_before=before.get(iid), compliance_after=None)
+        results.append(res)
+    if config.wait and not check_mode and sendable:
+        verify(ssm, params, results, before, snapshot_id, clock, sleep)
+    sent = [r for r in results if r["command_id"]]
+    changed = params["operation"] == "Install" and any(r["command_id"] or r["outcome"] == "would_run" for r in results)
+    return dict(
+        changed=changed, run_id=config.run_id, snapshot_id=snapshot_id, results=results,
+        summary=summarize(results, "outcome"),
+        commands=[dict(command_id=c.command_id, instance_count=len(c.instance_ids), comment=config.comment(STEP), error=c.send_error)
+                  for c in runner.sent],
+        sent=len(sent),
+    )
+
+
+def unsent(iid, ping):
+    return dict(instance_id=iid, command_id=None, status=None, status_details=None, outcome="undeliverable", output_excerpt="",
+                error=f"not sent: SSM agent {'not registered' if ping == 'NotRegistered' else ping} (SendCommand would refuse it)")
+
+
+def verify(ssm, params, results, before, snapshot_id, clock, sleep):
+    """After the command: the agent back Online (reboots), then fresh, clean compliance, within agent_online_timeout."""
+    timeout = params["agent_online_timeout"]
+    deadline = clock() + timeout
+    install = params["operation"] == "Install"
+    done = [r for r in results if r["outcome"] == "success"]
+    if install and params["reboot_option"] == "RebootIfNeeded" and done:
+        statuses, error = wait_online(ssm, [r["instance_id"] for r in done], timeout, params["poll_interval"], clock, sleep)
+        for res in done:
+            if statuses[res["instance_id"]] != ONLINE:
+                res["outcome"] = "reboot_timeout"
+                res["error"] = (f"SSM agent not Online within agent_online_timeout {timeout:g}s after the patch "
+                                f"(last PingStatus: {statuses[res['instance_id']] or error or 'unknown'})")
+    sent_ids = [r["instance_id"] for r in results if r["command_id"]]
+    after, error = settle_compliance(ssm, sent_ids, [r["instance_id"] for r in done if r["outcome"] == "success"],
+                                     before, snapshot_id, deadline, params["poll_interval"], clock, sleep)
+    for res in results:
+        res["compliance_after"] = after.get(res["instance_id"])
+        if install and res["outcome"] == "success":
+            res["outcome"], res["error"] = judge_install(res, before.get(res["instance_id"]), snapshot_id, params["reboot_option"], error)
+
+
+def settle_compliance(ssm, ids, must_be_fresh, before, snapshot_id, deadline, poll_interval, clock, sleep):
+    """Read patch states for `ids`; re-read those in `must_be_fresh` not yet reported since the command, until deadline."""
+    after, error = {}, None
+    todo = list(ids)
+    while todo:
+        try:
+            after.update(read_compliance(ssm, todo))
+            error = None
+        except Exception as e:  # pylint: disable=broad-except
+            if not is_aws_error(e):
+                raise
+            error = aws_error_message(e, "ssm:DescribeInstancePatchStates")
+        todo = [i for i in must_be_fresh if not is_fresh(before.get(i), after.get(i), snapshot_id)]
+        if not todo or clock() >= deadline:
+            break
+        sleep(min(poll_interval, max(deadline - clock(), 0)))
+    return after, error
+
+
+def is_fresh(before, after, snapshot_id):
+    """Has the instance reported a patch state since our command? Compared on AWS's data only (no local clock).
+
+    The end time must differ from before the command, and a reported snapshot id must be this run's.
+    """
+    if after is None:
+        return False
+    if before and after.get("operation_end_time") and after.get("operation_end_time") == before.get("operation_end_time"):
+        return False
+    return not after.get("snapshot_id") or after.get("snapshot_id") == snapshot_id
+
+
+def judge_install(res, before, snapshot_id, reboot_option, read_error):
+    """The verification rules of a successful Install: (outcome, error)."""
+    after = res["compliance_after"]
+    if not is_fresh(before, after, snapshot_id):
+        if after is None:
+            return "noncompliant", read_error or "no patch state reported after the install"
+        return "noncompliant", read_error or (f"patch state not updated since the install "
+                                              f"(last {after.get('operation')} at {after.get('operation_end_time')})")
+    if after["missing"] or after["failed"]:
+        return "noncompliant", f"after the install MissingCount={after['missing']} FailedCount={after['failed']}"
+    if after["installed_pending_reboot"]:
+        if reboot_option == "NoReboot":
+            return "pending_reboot", None
+        return "noncompliant", f"InstalledPendingRebootCount={after['installed_pending_reboot']} although RebootIfNeeded was asked for"
+    return "success", None

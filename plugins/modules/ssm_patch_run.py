@@ -1,0 +1,202 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: cms.patching contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: ssm_patch_run
+short_description: Patch many instances with AWS-RunPatchBaseline through SSM Run Command and verify each one
+version_added: 0.1.0
+description:
+  - Runs C(AWS-RunPatchBaseline) (or C(AWS-RunPatchBaselineWithHooks)) with one C(SendCommand) per 50 instances, polls each
+    command with C(ListCommandInvocations) (never once per instance) and reports one outcome per instance.
+  - "Outcomes of the command: V(success), V(failed), V(timed_out) (it ran, but not to its end), V(delivery_timed_out) and
+    V(undeliverable) (nothing ran on the instance), V(cancelled) (someone else cancelled it), V(terminated) (SSM stopped it
+    because O(max_errors) was exceeded)."
+  - "After an O(operation=Install) that succeeded, each instance is verified: with O(reboot_option=RebootIfNeeded) its SSM agent
+    must be Online again within O(agent_online_timeout), otherwise V(reboot_timeout); then C(DescribeInstancePatchStates)
+    (batches of 50) must show a patch state reported since the command with MissingCount 0 and FailedCount 0, otherwise
+    V(noncompliant). InstalledPendingRebootCount above 0 gives V(pending_reboot) with O(reboot_option=NoReboot) and
+    V(noncompliant) with O(reboot_option=RebootIfNeeded)."
+  - "Instances that SSM does not know (or knows as Inactive) are not sent to, because C(SendCommand) would refuse the whole batch:
+    they end V(undeliverable)."
+  - "O(execution_timeout) is enforced by the module (the document has no such parameter): when it passes, the module calls
+    C(CancelCommand) for the invocations still open. An instance that was already running ends V(timed_out), one that had not
+    even received the command ends V(delivery_timed_out); both carry the error C(... CancelCommand sent). V(cancelled) is kept
+    for cancellations the module did not make."
+  - Check mode sends nothing; it reads agent status and compliance and reports V(would_run) for the instances it would patch.
+options:
+  instance_ids:
+    description: Instances to patch or scan. At least one; malformed or duplicate ids fail the module before any AWS call.
+    type: list
+    elements: str
+    required: true
+  operation:
+    description: C(Operation) of the document. V(Scan) reports compliance only and never reboots.
+    type: str
+    choices: [Install, Scan]
+    default: Install
+  reboot_option:
+    description: C(RebootOption) of the document for O(operation=Install).
+    type: str
+    choices: [RebootIfNeeded, NoReboot]
+    default: RebootIfNeeded
+  document:
+    description: The patching document.
+    type: str
+    choices: [AWS-RunPatchBaseline, AWS-RunPatchBaselineWithHooks]
+    default: AWS-RunPatchBaseline
+  pre_install_hook_doc_name:
+    description: C(PreInstallHookDocName) of C(AWS-RunPatchBaselineWithHooks) (only with that document).
+    type: str
+  post_install_hook_doc_name:
+    description: C(PostInstallHookDocName) of C(AWS-RunPatchBaselineWithHooks) (only with that document).
+    type: str
+  on_exit_hook_doc_name:
+    description: C(OnExitHookDocName) of C(AWS-RunPatchBaselineWithHooks) (only with that document).
+    type: str
+  snapshot_id:
+    description:
+      - C(SnapshotId) GUID, the same for every instance of the run so all get the same approved patch set.
+      - Generated once per module call when not given, and returned. Pass the returned value to later waves of the same run.
+    type: str
+  install_override_list:
+    description:
+      - C(InstallOverrideList), an https:// or s3:// URL of a YAML patch list. Only with C(AWS-RunPatchBaseline).
+      - Mutually exclusive with O(baseline_override).
+    type: str
+  baseline_override:
+    description: C(BaselineOverride), an https:// or s3:// URL of a JSON list of patch baselines.
+    type: str
+  execution_timeout:
+    description:
+      - Seconds from C(SendCommand) after which the module cancels invocations still open (see the description).
+    type: int
+    default: 7200
+  agent_online_timeout:
+    description:
+      - Seconds after the command ends that an instance has to get its agent Online again (after a reboot) and to report its
+        patch state.
+    type: int
+    default: 900
+extends_documentation_fragment:
+  - cms.patching.ssm_command
+  - amazon.aws.common.modules
+  - amazon.aws.region.modules
+  - amazon.aws.boto3
+  - cms.patching.assume_role
+author:
+  - cms.patching contributors (@cms-patching)
+"""
+
+EXAMPLES = r"""
+- name: Patch one wave, rebooting where needed
+  cms.patching.ssm_patch_run:
+    region: eu-west-1
+    instance_ids: "{{ wave_ids }}"
+    run_id: "{{ cms_patching_run_id }}"
+    snapshot_id: "{{ patch_snapshot_id }}"
+  register: patch
+
+- name: Install without rebooting, into CloudWatch Logs
+  cms.patching.ssm_patch_run:
+    instance_ids: [i-0123456789abcdef0]
+    reboot_option: NoReboot
+    cloudwatch_output:
+      log_group_name: /cms-patching/commands
+
+- name: Hosts whose patch did not succeed
+  ansible.builtin.debug:
+    msg: "{{ patch.results | rejectattr('outcome', 'in', ['success', 'pending_reboot']) | map(attribute='instance_id') }}"
+"""
+
+RETURN = r"""
+results:
+  description: One entry per instance, in the order of O(instance_ids).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    instance_id: {description: The instance., type: str}
+    command_id: {description: The SSM command that ran on it (null when nothing was sent)., type: str}
+    status: {description: The invocation's last C(Status)., type: str, sample: Success}
+    status_details: {description: The invocation's last C(StatusDetails)., type: str, sample: Delivery Timed Out}
+    outcome:
+      description:
+        - V(success), V(failed), V(timed_out), V(delivery_timed_out), V(undeliverable), V(cancelled), V(terminated),
+          V(reboot_timeout), V(pending_reboot), V(noncompliant); V(would_run) in check mode and V(sent) with O(wait=false).
+      type: str
+    output_excerpt: {description: The last 500 characters of the command output., type: str}
+    error: {description: Why the outcome is not V(success) (null otherwise)., type: str}
+    ping_status_before:
+      description: SSM agent C(PingStatus) before sending (C(NotRegistered) when SSM does not know the instance).
+      type: str
+    compliance_before:
+      description:
+        - Patch state before the command, as M(cms.patching.ec2_patch_scan) reports it (C(missing), C(failed),
+          C(installed_pending_reboot), C(operation), C(operation_end_time), C(snapshot_id) and more counts).
+      type: dict
+    compliance_after:
+      description: Patch state after the command, same keys (null in check mode or with O(wait=false)).
+      type: dict
+summary:
+  description: Number of instances per outcome, plus C(total).
+  returned: always
+  type: dict
+  sample: {"total": 3, "success": 2, "failed": 1}
+run_id: {description: The run id used in every C(Comment)., returned: always, type: str}
+snapshot_id: {description: The C(SnapshotId) GUID sent to every instance., returned: always, type: str}
+commands:
+  description: One entry per C(SendCommand) (at most 50 instances each).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"command_id": "4f0c...", "instance_count": 50, "comment": "cms-patching run-1 patch", "error": null}]
+sent: {description: Number of instances a command was sent to., returned: always, type: int}
+"""
+
+from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
+
+from ansible_collections.cms.patching.plugins.module_utils.aws import ASSUME_ROLE_ARGS, AwsSession, validate_region
+from ansible_collections.cms.patching.plugins.module_utils.errors import PatchingError, aws_error_message, is_aws_error
+from ansible_collections.cms.patching.plugins.module_utils.patch_run import run_patch, validate
+from ansible_collections.cms.patching.plugins.module_utils.ssm_options import RUNNER_ARGS
+
+
+def main():
+    argument_spec = dict(
+        instance_ids=dict(type="list", elements="str", required=True),
+        operation=dict(type="str", choices=["Install", "Scan"], default="Install"),
+        reboot_option=dict(type="str", choices=["RebootIfNeeded", "NoReboot"], default="RebootIfNeeded"),
+        document=dict(type="str", choices=["AWS-RunPatchBaseline", "AWS-RunPatchBaselineWithHooks"], default="AWS-RunPatchBaseline"),
+        pre_install_hook_doc_name=dict(type="str"),
+        post_install_hook_doc_name=dict(type="str"),
+        on_exit_hook_doc_name=dict(type="str"),
+        snapshot_id=dict(type="str"),
+        install_override_list=dict(type="str"),
+        baseline_override=dict(type="str"),
+        execution_timeout=dict(type="int", default=7200),
+        agent_online_timeout=dict(type="int", default=900),
+        **RUNNER_ARGS,
+        **ASSUME_ROLE_ARGS,
+    )
+    module = AnsibleAWSModule(argument_spec=argument_spec, supports_check_mode=True,
+                              mutually_exclusive=[("install_override_list", "baseline_override")])
+    try:
+        validate(module.params)
+        session = AwsSession.from_module(module)
+        validate_region(session.region, "ssm")
+        module.exit_json(**run_patch(session.client("ssm"), module.params, module.check_mode))
+    except PatchingError as e:
+        module.fail_json(msg=str(e))
+    except Exception as e:  # pylint: disable=broad-except
+        if not is_aws_error(e):
+            raise
+        module.fail_json(msg=aws_error_message(e, "ssm_patch_run"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""ssm_patch_run's domain: input validation, document parameters and the verification rules after an Install."""
+
+import uuid
+
+import pytest
+
+from ansible_collections.cms.patching.plugins.module_utils.errors import PatchingError
+from ansible_collections.cms.patching.plugins.module_utils.patch_run import document_parameters, is_fresh, run_patch, validate
+from test_ssm_runner import DONE_AT, FakeClock, FakeSsm, iid
+
+SNAP = "11111111-2222-3333-4444-555555555555"
+
+
+def params(**kw):
+    base = dict(instance_ids=[iid(1)], operation="Install", reboot_option="RebootIfNeeded", document="AWS-RunPatchBaseline",
+                pre_install_hook_doc_name=None, post_install_hook_doc_name=None, on_exit_hook_doc_name=None, snapshot_id=None,
+                install_override_list=None, baseline_override=None, execution_timeout=60, agent_online_timeout=10,
+                run_id="run-1", max_concurrency="100%", max_errors="100%", delivery_timeout=600, output_s3_bucket_name=None,
+                output_s3_key_prefix=None, cloudwatch_output=None, wait=True, poll_interval=1.0)
+    base.update(kw)
+    return base
+
+
+def state(missing=0, failed=0, pending=0, end="2024-01-01T00:00:00+00:00", snapshot=SNAP, operation="Install"):
+    return {"MissingCount": missing, "FailedCount": failed, "InstalledPendingRebootCount": pending, "InstalledCount": 10,
+            "Operation": operation, "OperationEndTime": end, "SnapshotId": snapshot}
+
+
+BEFORE = state(missing=3, end="2023-12-01T00:00:00+00:00", snapshot="", operation="Scan")
+
+
+class NoCalls:
+    def __getattr__(self, name):
+        raise AssertionError(f"AWS call {name} made for bad input")
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(instance_ids=["i-123"]), "malformed instance id"),
+    (dict(instance_ids=[]), "instance_ids is empty"),
+    (dict(instance_ids=[iid(1), iid(1)]), "duplicate instance id"),
+    (dict(document="AWS-Nope"), "unknown document"),
+    (dict(execution_timeout=0), "execution_timeout must be greater than 0"),
+    (dict(agent_online_timeout=-5), "agent_online_timeout must be greater than 0"),
+    (dict(poll_interval=0), "poll_interval must be greater than 0"),
+    (dict(delivery_timeout=10), "delivery_timeout must be between 30 and 2592000"),
+    (dict(install_override_list="s3://b/list.yaml", baseline_override="s3://b/base.json"), "mutually exclusive"),
+    (dict(install_override_list="s3://b/l.yaml", document="AWS-RunPatchBaselineWithHooks"), "needs document AWS-RunPatchBaseline"),
+    (dict(install_override_list="ftp://x"), "must be an https:// or s3:// URL"),
+    (dict(pre_install_hook_doc_name="MyHook"), "needs document AWS-RunPatchBaselineWithHooks"),
+    (dict(snapshot_id="not-a-guid"), "snapshot_id must be a GUID"),
+    (dict(max_concurrency="0"), "invalid max_concurrency"),
+    (dict(max_errors="101%"), "invalid max_errors"),
+    (dict(run_id="has space"), "invalid run_id"),
+    (dict(output_s3_key_prefix="p/"), "output_s3_key_prefix needs output_s3_bucket_name"),
+])
+def test_bad_input_is_one_line_and_calls_nothing(bad, message):
+    with pytest.raises(PatchingError) as err:
+        run_patch(NoCalls(), params(**bad), check_mode=False)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_good_input_passes():
+    validate(params(document="AWS-RunPatchBaselineWithHooks", pre_install_hook_doc_name="Pre-Hook", baseline_override="s3://b/x.json",
+                    snapshot_id=SNAP, max_concurrency="10", max_errors="0"))
+
+
+def test_document_parameters():
+    assert document_parameters(params(install_override_list="https://h/l.yaml"), SNAP) == {
+        "Operation": ["Install"], "SnapshotId": [SNAP], "RebootOption": ["RebootIfNeeded"], "InstallOverrideList": ["https://h/l.yaml"]}
+    scan = document_parameters(params(operation="Scan", reboot_option="RebootIfNeeded"), SNAP)
+    assert scan["RebootOption"] == ["NoReboot"]  # a Scan never reboots
+    hooks = document_parameters(params(document="AWS-RunPatchBaselineWithHooks", pre_install_hook_doc_name="A",
+                                       post_install_hook_doc_name="B", on_exit_hook_doc_name="C", baseline_override="s3://b/o.json"), SNAP)
+    assert hooks["PreInstallHookDocName"] == ["A"] and hooks["PostInstallHookDocName"] == ["B"] and hooks["OnExitHookDocName"] == ["C"]
+    assert hooks["BaselineOverride"] == ["s3://b/o.json"]
+
+
+@pytest.mark.parametrize("before, after, fresh", [
+    (None, None, False),
+    ({"operation_end_time": "a"}, {"operation_end_time": "a", "snapshot_id": SNAP}, False),  # not reported since the command
+    ({"operation_end_time": "a"}, {"operation_end_time": "b", "snapshot_id": "other"}, False),  # another run's state
+    ({"operation_end_time": "a"}, {"operation_end_time": "b", "snapshot_id": SNAP}, True),
+    (None, {"operation_end_time": "b", "snapshot_id": ""}, True),
+])
+def test_is_fresh(before, after, fresh):
+    assert is_fresh(before, after, SNAP) is fresh
+
+
+def run(ssm, clock, **kw):
+    return run_patch(ssm, params(snapshot_id=SNAP, **kw), check_mode=kw.pop("check_mode", False), clock=clock, sleep=clock.sleep)
+
+
+def by_id(result):
+    return {r["instance_id"]: r for r in result["results"]}
+
+
+def test_install_verifies_agent_and_compliance_per_instance():
+    ids = [iid(n) for n in range(1, 7)]
+    clock = FakeClock()
+    ping = {ids[0]: lambda t: "ConnectionLost" if DONE_AT <= t < DONE_AT + 3 else "Online",  # a normal reboot
+            ids[1]: lambda t: "ConnectionLost" if t >= DONE_AT else "Online",  # never back
+            ids[5]: None}  # not registered: must not be sent to
+    after = {ids[0]: state(), ids[1]: state(), ids[2]: state(missing=2), ids[3]: state(pending=4),
+             ids[4]: state(end=BEFORE["OperationEndTime"], snapshot="")}
+    ssm = FakeSsm(clock, plan={}, ping=ping, before={i: BEFORE for i in ids}, after=after)
+    result = run(ssm, clock, instance_ids=ids)
+    res = by_id(result)
+    assert res[ids[0]]["outcome"] == "success" and res[ids[0]]["compliance_after"]["missing"] == 0
+    assert res[ids[1]]["outcome"] == "reboot_timeout" and "ConnectionLost" in res[ids[1]]["error"]
+    assert res[ids[2]]["outcome"] == "noncompliant" and "MissingCount=2" in res[ids[2]]["error"]
+    assert res[ids[3]]["outcome"] == "noncompliant" and "InstalledPendingRebootCount=4" in res[ids[3]]["error"]
+    assert res[ids[4]]["outcome"] == "noncompliant" and "not updated since the install" in res[ids[4]]["error"]
+    assert res[ids[5]]["outcome"] == "undeliverable" and res[ids[5]]["command_id"] is None
+    assert res[ids[0]]["compliance_before"]["missing"] == 3
+    sends = [kw for op, kw in ssm.calls if op == "send_command"]
+    assert len(sends) == 1 and sends[0]["InstanceIds"] == ids[:5]
+    assert sends[0]["Parameters"]["SnapshotId"] == [SNAP] and sends[0]["Comment"] == "cms-patching run-1 patch"
+    assert result["changed"] is True and result["summary"]["noncompliant"] == 3 and result["sent"] == 5
+
+
+def test_no_reboot_pending_patches_are_pending_reboot():
+    clock = FakeClock()
+    ssm = FakeSsm(clock, before={iid(1): BEFORE}, after={iid(1): state(pending=3)})
+    res = run(ssm, clock, reboot_option="NoReboot")
+    assert res["results"][0]["outcome"] == "pending_reboot" and res["results"][0]["error"] is None
+    assert ssm.count("describe_instance_information") == 1  # only the pre-send registration check: NoReboot waits for no agent
+
+
+def test_failed_patch_keeps_its_outcome_and_gets_compliance_after():
+    clock = FakeClock()
+    ssm = FakeSsm(clock, plan={iid(1): ("Failed", "Failed", "ERROR: yum failed", 1)}, before={iid(1): BEFORE},
+                  after={iid(1): state(failed=1)})
+    res = run(ssm, clock)["results"][0]
+    assert res["outcome"] == "failed" and res["output_excerpt"] == "ERROR: yum failed"
+    assert res["compliance_after"]["failed"] == 1
+
+
+def test_scan_is_not_changed_and_never_judged_on_counts():
+    clock = FakeClock()
+    ssm = FakeSsm(clock, before={iid(1): BEFORE}, after={iid(1): state(missing=5, operation="Scan")})
+    result = run(ssm, clock, operation="Scan")
+    assert result["changed"] is False and result["results"][0]["outcome"] == "success"
+
+
+def test_check_mode_reads_but_sends_nothing():
+    clock = FakeClock()
+    ssm = FakeSsm(clock, before={iid(1): BEFORE}, ping={iid(2): None})
+    result = run(ssm, clock, instance_ids=[iid(1), iid(2)], check_mode=True)
+    assert [r["outcome"] for r in result["results"]] == ["would_run", "undeliverable"]
+    assert {call[0] for call in ssm.calls} == {"describe_instance_information", "describe_instance_patch_states"}
+    assert result["changed"] is True
+
+
+def test_snapshot_id_is_generated_once_per_run():
+    clock = FakeClock()
+    ssm = FakeSsm(clock)
+    result = run_patch(ssm, params(instance_ids=[iid(n) for n in range(60)], wait=False), False, clock=clock, sleep=clock.sleep)
+    uuid.UUID(result["snapshot_id"])
+    sent = {kw["Parameters"]["SnapshotId"][0] for op, kw in ssm.calls if op == "send_command"}
+    assert sent == {result["snapshot_id"]} and len(result["commands"]) == 2
+    assert {r["outcome"] for r in result["results"]} == {"sent"}

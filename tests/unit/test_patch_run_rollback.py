@@ -1,0 +1,48 @@
+"""Rollback domain (root_restore): pre-flight refusals and the batched task wait."""
+
+from ansible_collections.cms.patching.plugins.module_utils.root_restore import preflight_error, wait_tasks
+from test_ssm_runner import FakeClock, iid
+
+AMI = "ami-0123456789abcdef0"
+
+
+def test_preflight_refusals():
+    instances = {iid(1): "running", iid(2): "stopped"}
+    images = {AMI: {"state": "available", "tags": {"cms-patching:source-instance": iid(1)}},
+              "ami-00000000": {"state": "pending", "tags": {}}}
+    assert preflight_error(iid(1), AMI, instances, images) is None
+    assert "needs a running instance" in preflight_error(iid(2), AMI, instances, images)
+    assert "not found" in preflight_error(iid(3), AMI, instances, images)
+    assert "not available" in preflight_error(iid(1), "ami-00000000", instances, images)
+    assert "not found" in preflight_error(iid(1), "ami-11111111", instances, images)
+    instances[iid(4)] = "running"
+    assert "is the backup of" in preflight_error(iid(4), AMI, instances, images)
+
+
+class FakeEc2:
+    def __init__(self, clock, done_at):
+        self.clock = clock
+        self.done_at = done_at  # task id -> (time, final state)
+        self.calls = []
+
+    def describe_replace_root_volume_tasks(self, aws_retry=False, ReplaceRootVolumeTaskIds=()):
+        self.calls.append(list(ReplaceRootVolumeTaskIds))
+        tasks = []
+        for task_id in ReplaceRootVolumeTaskIds:
+            at, final = self.done_at[task_id]
+            tasks.append({"ReplaceRootVolumeTaskId": task_id, "TaskState": final if self.clock() >= at else "in-progress"})
+        return {"ReplaceRootVolumeTasks": tasks}
+
+
+def test_wait_tasks_polls_open_tasks_in_batches_until_done_or_timeout():
+    clock = FakeClock()
+    done_at = {f"replacevol-{n}": (2, "succeeded") for n in range(60)}
+    done_at["replacevol-0"] = (1, "failed")
+    done_at["replacevol-1"] = (99, "succeeded")
+    ec2 = FakeEc2(clock, done_at)
+    states, error = wait_tasks(ec2, list(done_at), timeout=5, poll_interval=1, clock=clock, sleep=clock.sleep)
+    assert error is None
+    assert states["replacevol-0"] == "failed" and states["replacevol-1"] == "in-progress" and states["replacevol-5"] == "succeeded"
+    assert [len(c) for c in ec2.calls[:2]] == [50, 10]
+    assert ec2.calls[-1] == ["replacevol-1"]  # later polls ask only for the open task
+    assert clock.t == 5

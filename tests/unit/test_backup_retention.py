@@ -1,0 +1,100 @@
+"""Retention selection and the ownership guard on every deletion."""
+
+from ansible_collections.cms.patching.plugins.module_utils.backup_retention import prune_images, select_for_retention
+from test_backup_fakes import NOW, FakeEc2, record
+
+
+def images(*specs):
+    """specs: (hours_ago, verified, state) newest or oldest in any order; ids follow the order given."""
+    return [record(image_id=f"ami-{n:08x}", hours_ago=h, verified=v, state=s, mappings=(("/dev/xvda", f"snap-{n:08x}"),))
+            for n, (h, v, s) in enumerate(specs, start=1)]
+
+
+def chosen(selection):
+    return [(r["image_id"], why) for r, why in selection]
+
+
+def test_count_keeps_newest_verified_counting_this_runs_new_backup():
+    recs = images((1, True, "available"), (30, True, "available"), (60, True, "available"))
+    assert chosen(select_for_retention(recs, set(), retention_count=2, now=NOW, newer_backups=1)) == [
+        ("ami-00000003", "retention_count"), ("ami-00000002", "retention_count")]
+    assert chosen(select_for_retention(recs, set(), retention_count=2, now=NOW)) == [("ami-00000003", "retention_count")]
+
+
+def test_count_ignores_unverified_and_pending_images():
+    recs = images((1, False, "available"), (2, False, "pending"), (30, True, "available"), (60, True, "available"))
+    assert chosen(select_for_retention(recs, set(), retention_count=1, now=NOW, newer_backups=1)) == [
+        ("ami-00000004", "retention_count"), ("ami-00000003", "retention_count")]
+
+
+def test_reused_backup_and_newest_verified_are_both_kept_even_beyond_the_count():
+    # this run reused ami-2; ami-1 is newer (another run's) and is what a rollback would pick: neither may go
+    recs = images((1, True, "available"), (30, True, "available"), (60, True, "available"))
+    assert chosen(select_for_retention(recs, {"ami-00000002"}, retention_count=1, now=NOW)) == [("ami-00000003", "retention_count")]
+
+
+def test_days_removes_old_available_images_verified_or_not_but_never_pending():
+    recs = images((1, True, "available"), (3 * 24, False, "available"), (4 * 24, True, "available"), (5 * 24, False, "pending"))
+    assert chosen(select_for_retention(recs, set(), retention_days=2, now=NOW, newer_backups=1)) == [
+        ("ami-00000003", "retention_days"), ("ami-00000002", "retention_days")]
+
+
+def test_newest_verified_backup_survives_when_this_run_made_none():
+    recs = images((10 * 24, True, "available"), (20 * 24, True, "available"))
+    assert chosen(select_for_retention(recs, set(), retention_days=1, now=NOW)) == [("ami-00000002", "retention_days")]
+    # with a fresh verified backup of this run, the old ones all go
+    assert len(select_for_retention(recs, set(), retention_days=1, now=NOW, newer_backups=1)) == 2
+
+
+def test_count_and_days_together_remove_what_either_rule_removes():
+    recs = images((1, True, "available"), (2, True, "available"), (9 * 24, True, "available"))
+    assert chosen(select_for_retention(recs, set(), retention_count=3, retention_days=7, now=NOW, newer_backups=1)) == [
+        ("ami-00000003", "retention_count")]  # first reason found wins; it is beyond the count and too old
+    assert chosen(select_for_retention(recs, set(), retention_count=5, retention_days=7, now=NOW, newer_backups=1)) == [
+        ("ami-00000003", "retention_days")]
+
+
+def test_failed_images_are_not_retentions_business():
+    recs = images((1, True, "available"), (30, False, "failed"))
+    assert select_for_retention(recs, set(), retention_count=1, retention_days=1, now=NOW) == []
+
+
+def _ec2_with(image_specs):
+    """A fake holding images and snapshots; image_specs: [(image_id, image_managed, [(snap_id, snap_managed)])]."""
+    ec2 = FakeEc2()
+    for image_id, managed, snaps in image_specs:
+        ec2.images[image_id] = {"State": "available", "Tags": [], "Name": image_id, "Blocks": [], "instance": "i-1", "polls": 0}
+        for snap_id, snap_managed in snaps:
+            ec2.snapshots[snap_id] = {"State": "completed", "VolumeId": "vol-1",
+                                      "Tags": [{"Key": "cms-patching:managed", "Value": "true"}] if snap_managed else []}
+    return ec2
+
+
+def test_prune_deletes_only_snapshots_carrying_the_ownership_tag():
+    ec2 = _ec2_with([("ami-00000001", True, [("snap-a", True), ("snap-b", False)])])
+    rec = record(image_id="ami-00000001", mappings=(("/dev/xvda", "snap-a"), ("/dev/sdf", "snap-b")))
+    [entry] = prune_images(ec2, [(rec, "retention_count")])
+    assert entry["snapshot_ids"] == ["snap-a"] and entry["kept_snapshot_ids"] == ["snap-b"] and entry["error"] is None
+    assert "ami-00000001" not in ec2.images and set(ec2.snapshots) == {"snap-b"}
+    assert ec2.calls["describe_snapshots"] == 1
+
+
+def test_prune_refuses_images_without_ownership_tag():
+    ec2 = _ec2_with([("ami-00000002", False, [("snap-c", True)])])
+    assert prune_images(ec2, [(record(image_id="ami-00000002", managed=False, mappings=(("/dev/xvda", "snap-c"),)), "failed")]) == []
+    assert "ami-00000002" in ec2.images and ec2.calls["deregister_image"] == 0
+
+
+def test_prune_in_check_mode_reports_and_changes_nothing():
+    ec2 = _ec2_with([("ami-00000001", True, [("snap-a", True)])])
+    [entry] = prune_images(ec2, [(record(image_id="ami-00000001", mappings=(("/dev/xvda", "snap-a"),)), "retention_days")], check_mode=True)
+    assert entry["snapshot_ids"] == ["snap-a"] and "ami-00000001" in ec2.images and "snap-a" in ec2.snapshots
+    assert ec2.calls["deregister_image"] == 0 and ec2.calls["delete_snapshot"] == 0
+
+
+def test_prune_batches_snapshot_lookup_over_many_images():
+    specs = [(f"ami-{n:08x}", True, [(f"snap-{n:08x}", True)]) for n in range(1, 26)]
+    ec2 = _ec2_with(specs)
+    recs = [(record(image_id=i, mappings=(("/dev/xvda", s[0][0]),)), "retention_count") for i, _m, s in specs]
+    assert len(prune_images(ec2, recs)) == 25
+    assert ec2.calls["describe_snapshots"] == 1 and ec2.calls["deregister_image"] == 25 and ec2.calls["delete_snapshot"] == 25

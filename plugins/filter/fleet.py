@@ -7,45 +7,15 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-
-def instance_id_of(name, hostvars):
-    host = hostvars.get(name, {})
-    instance_id = host.get("instance_id")
-    if not instance_id and str(name).startswith("i-"):
-        instance_id = str(name)
-    return instance_id
+from ansible_collections.cms.patching.plugins.module_utils.fleet import HostError, host_instance_map, index_results
+from ansible_collections.cms.patching.plugins.module_utils.fleet import partition_hosts as _partition_hosts
 
 
 def partition_hosts(hosts, hostvars, default_region=None):
-    groups = {}
-    for name in hosts:
-        instance_id = instance_id_of(name, hostvars)
-        if not instance_id:
-            continue
-        host = hostvars.get(name, {})
-        region = host.get("region") or default_region
-        if not region:
-            raise AnsibleFilterError(f"host {name} has no region variable and no default region was given")
-        key = (str(host.get("account_id") or ""), region, host.get("cms_patching_role_arn") or "")
-        groups.setdefault(key, []).append(instance_id)
-    return [
-        {"account_id": account, "region": region, "role_arn": role, "instance_ids": sorted(ids)}
-        for (account, region, role), ids in sorted(groups.items())
-    ]
-
-
-def index_results(results, key, id_key="instance_id"):
-    """Flatten a looped module result's lists (results[*][key]) into {instance_id: entry}."""
-    index = {}
-    for result in results or []:
-        for entry in result.get(key) or []:
-            index[entry[id_key]] = entry
-    return index
-
-
-def host_instance_map(hosts, hostvars):
-    """{instance_id: inventory_hostname}, to hand per-instance results back to hosts."""
-    return {instance_id_of(h, hostvars): h for h in hosts if instance_id_of(h, hostvars)}
+    try:
+        return _partition_hosts(hosts, hostvars, default_region)
+    except HostError as e:
+        raise AnsibleFilterError(str(e)) from None
 
 
 class FilterModule:

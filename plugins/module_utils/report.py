@@ -28,6 +28,8 @@ FINAL_STATUSES = ("skipped", "discovered", "backed_up", "patched", "failed", "ro
 PHASES = ("discovery", "backup", "patch", "services", "validation", "rollback")
 CSV_FIELDS = ("instance_id", "name", "account_id", "region", "platform", "final_status", "reasons", "image_id",
               "backup_status", "patch_outcome", "missing_before", "missing_after", "validation_passed", "rollback_status")
+HTML_COLUMNS = ("instance_id", "name", "account_id", "region", "platform", "final_status", "reasons",
+                "image_id", "patch_outcome", "missing_before", "missing_after", "rollback_status")
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -137,9 +139,8 @@ def render_html(report):
     rows = []
     for e in sorted_entries(report):
         r = csv_row(e)
-        rows.append("<tr class=\"s-{0}\">".format(esc(str(r["final_status"]))) + "".join(
-            f"<td>{esc(str(r[k]))}</td>" for k in ("instance_id", "name", "account_id", "region", "platform", "final_status", "reasons",
-                                                 "image_id", "patch_outcome", "missing_before", "missing_after", "rollback_status")) + "</tr>")
+        cells = "".join(f"<td>{esc(str(r[k]))}</td>" for k in HTML_COLUMNS)
+        rows.append(f'<tr class="s-{esc(str(r["final_status"]))}">{cells}</tr>')
     failures = [e for e in sorted_entries(report) if e.get("final_status") in ("failed", "rolled_back")]
     failure_items = "".join(f"<li><b>{esc(e['instance_id'])}</b> {esc(e.get('name') or '')}: {esc(e['final_status'])}"
                             f" ({esc(', '.join(failure_reason(e)) or 'no reason recorded')})</li>" for e in failures)

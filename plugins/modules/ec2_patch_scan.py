@@ -27,7 +27,7 @@ options:
     default: []
   filters:
     description:
-      - EC2 C(DescribeInstances) filters, in the same format as M(amazon.aws.ec2_instance_info), for example C({"tag:Environment": "prod"}).
+      - "EC2 C(DescribeInstances) filters, in the same format as M(amazon.aws.ec2_instance_info), for example C({\"tag:Environment\": \"prod\"})."
     type: dict
     default: {}
   patch_groups:
@@ -63,7 +63,7 @@ extends_documentation_fragment:
   - amazon.aws.boto3
   - cms.patching.assume_role
 author:
-  - cms.patching contributors
+  - cms.patching contributors (@cms-patching)
 """
 
 EXAMPLES = r"""
@@ -96,9 +96,13 @@ instances:
     state: {description: EC2 state name., type: str, sample: running}
     region: {description: The region., type: str}
     account_id: {description: Owning account., type: str}
-    platform: {description: C(linux), C(windows) or what SSM reports (lower case)., type: str}
+    platform:
+      description: C(linux), C(windows) or what SSM reports (lower case).
+      type: str
     patch_group: {description: Value of the C(Patch Group) or C(PatchGroup) tag., type: str}
-    ssm: {description: SSM facts (ping_status, platform_type, platform_name, platform_version, agent_version, last_ping); empty when unmanaged., type: dict}
+    ssm:
+      description: SSM facts (ping_status, platform_type, platform_name, platform_version, agent_version, last_ping); empty when unmanaged.
+      type: dict
     patch_state:
       description: Compliance counts (missing, failed, installed, installed_pending_reboot, installed_rejected, not_applicable,
         critical_non_compliant, security_non_compliant) and the last operation and its end time.

@@ -57,7 +57,7 @@ options:
     description: ISO time the run started; kept from the first invocation of the run id.
     type: str
 author:
-  - cms.patching contributors
+  - cms.patching contributors (@cms-patching)
 """
 
 EXAMPLES = r"""

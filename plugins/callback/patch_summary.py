@@ -1,0 +1,52 @@
+# -*- coding: utf-8 -*-
+# Copyright: cms.patching contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: patch_summary
+type: aggregate
+short_description: Print a patch run's final counts and report paths when the playbook ends
+version_added: 0.1.0
+description:
+  - Remembers the latest result of M(cms.patching.run_report) and, when the playbook ends, prints the counts of instances by
+    final status and the paths of the report files.
+  - It prints even when a run stops early (for example when C(max_fail_percentage) stops the patching waves), since the roles
+    write the report after every phase and every wave.
+  - Enable it with C(callbacks_enabled = cms.patching.patch_summary) in C(ansible.cfg) (the collection's own C(ansible.cfg) does).
+requirements:
+  - enable in configuration
+"""
+
+from ansible.plugins.callback import CallbackBase
+
+REPORT_ACTIONS = ("cms.patching.run_report", "run_report")
+ORDER = ("patched", "rolled_back", "failed", "backed_up", "discovered", "skipped")
+
+
+class CallbackModule(CallbackBase):
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "aggregate"
+    CALLBACK_NAME = "cms.patching.patch_summary"
+    CALLBACK_NEEDS_ENABLED = True
+
+    def __init__(self):
+        super().__init__()
+        self._latest = None
+
+    def v2_runner_on_ok(self, result):
+        if result._task.action in REPORT_ACTIONS and result._result.get("paths"):  # pylint: disable=protected-access
+            self._latest = result._result  # pylint: disable=protected-access
+
+    def v2_playbook_on_stats(self, stats):
+        if not self._latest:
+            return
+        summary = self._latest.get("summary") or {}
+        counts = ", ".join(f"{status}={summary[status]}" for status in ORDER if summary.get(status))
+        self._display.banner("CMS.PATCHING SUMMARY")
+        self._display.display(f"instances: {summary.get('total', 0)} ({counts or 'none'})")
+        for kind in ("html", "json", "csv"):
+            path = (self._latest.get("paths") or {}).get(kind)
+            if path:
+                self._display.display(f"report {kind}: {path}")

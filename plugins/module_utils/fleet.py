@@ -1,0 +1,50 @@
+# -*- coding: utf-8 -*-
+# Copyright: cms.patching contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Hosts to batched calls and back: one AWS call per (account, region, role), results handed back per host."""
+
+from __future__ import annotations
+
+
+class HostError(ValueError):
+    """A host lacks what batching needs (its region)."""
+
+
+def instance_id_of(name, hostvars):
+    host = hostvars.get(name, {})
+    instance_id = host.get("instance_id")
+    if not instance_id and str(name).startswith("i-"):
+        instance_id = str(name)
+    return instance_id
+
+
+def partition_hosts(hosts, hostvars, default_region=None):
+    groups = {}
+    for name in hosts:
+        instance_id = instance_id_of(name, hostvars)
+        if not instance_id:
+            continue
+        host = hostvars.get(name, {})
+        region = host.get("region") or default_region
+        if not region:
+            raise HostError(f"host {name} has no region variable and no default region was given")
+        key = (str(host.get("account_id") or ""), region, host.get("cms_patching_role_arn") or "")
+        groups.setdefault(key, []).append(instance_id)
+    return [
+        {"account_id": account, "region": region, "role_arn": role, "instance_ids": sorted(ids)}
+        for (account, region, role), ids in sorted(groups.items())
+    ]
+
+
+def index_results(results, key, id_key="instance_id"):
+    """Flatten a looped module result's lists (results[*][key]) into {instance_id: entry}."""
+    index = {}
+    for result in results or []:
+        for entry in result.get(key) or []:
+            index[entry[id_key]] = entry
+    return index
+
+
+def host_instance_map(hosts, hostvars):
+    """{instance_id: inventory_hostname}, to hand per-instance results back to hosts."""
+    return {instance_id_of(h, hostvars): h for h in hosts if instance_id_of(h, hostvars)}

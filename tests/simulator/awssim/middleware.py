@@ -1,0 +1,167 @@
+"""WSGI middleware around moto's app: accounting, throttling and the /_sim control endpoints."""
+from __future__ import annotations
+
+import io
+import json
+import random
+import re
+import uuid
+from urllib.parse import parse_qs
+
+from . import state
+
+_CRED_RE = re.compile(r"Credential=([^/,\s]+)/[^/]+/[^/]+/([^/]+)/")
+_AKID_RE = re.compile(r"<AccessKeyId>([^<]+)</AccessKeyId>")
+_S3_SUBRESOURCES = ("tagging", "versioning", "policy", "acl", "lifecycle", "encryption", "location", "uploads", "delete")
+
+
+def _s3_action(method: str, path: str, query: dict) -> str:
+    parts = [p for p in path.split("/") if p]
+    sub = next((s for s in _S3_SUBRESOURCES if s in query), "")
+    if not parts:
+        return "ListBuckets"
+    if method == "POST" and sub == "delete":
+        return "DeleteObjects"
+    obj = len(parts) > 1
+    suffix = sub.capitalize() if sub and sub != "location" else ("Location" if sub else "")
+    if method == "GET":
+        if obj:
+            return "GetObject" + suffix
+        if sub:
+            return "GetBucket" + suffix
+        return "ListObjectsV2" if query.get("list-type") == ["2"] else "ListObjects"
+    if method == "HEAD":
+        return "HeadObject" if obj else "HeadBucket"
+    if method == "PUT":
+        if obj:
+            return "CopyObject" if "x-amz-copy-source" in query else "PutObject" + suffix
+        return "PutBucket" + suffix if sub else "CreateBucket"
+    if method == "DELETE":
+        return ("DeleteObject" if obj else "DeleteBucket") + suffix
+    if method == "POST" and obj:
+        return "CompleteMultipartUpload" if "uploadId" in query else "CreateMultipartUpload"
+    return method.capitalize() + ("Object" if obj else "Bucket")
+
+
+def _json(start_response, status: str, payload) -> list[bytes]:
+    body = json.dumps(payload).encode()
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+class SimMiddleware:
+    def __init__(self, app) -> None:
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/_sim/"):
+            return self._control(environ, start_response, path)
+        service, akid = self._credential(environ)
+        query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        if service in ("ec2", "sts", "iam") or "Action" in query:
+            body = self._buffer_body(environ)
+            form = parse_qs(body.decode("utf-8", "replace")) if body else {}
+            action = (form.get("Action") or query.get("Action") or ["Unknown"])[0]
+        elif service == "s3":
+            action = _s3_action(environ.get("REQUEST_METHOD", "GET"), path, query)
+        else:
+            target = environ.get("HTTP_X_AMZ_TARGET", "")
+            action = target.rpartition(".")[2] or "Unknown"
+        service = service or "unknown"
+        state.ACCOUNTING.record(akid, f"{service}:{action}")
+        state.set_current_key(akid)
+
+        rate = state.ACCOUNTING.setting("throttle_rate", akid)
+        if rate > 0 and service in ("ec2", "ssm") and random.random() < rate:
+            return self._throttle(service, start_response)
+        if service == "sts" and action == "AssumeRole":
+            return self._track_assume_role(environ, start_response, akid)
+        return self.app(environ, start_response)
+
+    @staticmethod
+    def _credential(environ) -> tuple[str | None, str | None]:
+        auth = environ.get("HTTP_AUTHORIZATION", "")
+        match = _CRED_RE.search(auth)
+        if match:
+            return match.group(2), match.group(1)
+        cred = parse_qs(environ.get("QUERY_STRING", "")).get("X-Amz-Credential")
+        if cred:
+            parts = cred[0].split("/")
+            return (parts[3] if len(parts) > 3 else None), parts[0]
+        return None, None
+
+    @staticmethod
+    def _buffer_body(environ) -> bytes:
+        """Read the form body once and hand moto a fresh stream."""
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length <= 0:
+            return b""
+        body = environ["wsgi.input"].read(length)
+        environ["wsgi.input"] = io.BytesIO(body)
+        return body
+
+    @staticmethod
+    def _throttle(service: str, start_response) -> list[bytes]:
+        # Exact AWS error shapes, so botocore's retry handlers classify them as throttling.
+        request_id = str(uuid.uuid4())
+        if service == "ec2":
+            body = (
+                '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>RequestLimitExceeded</Code>'
+                f"<Message>Request limit exceeded.</Message></Error></Errors><RequestID>{request_id}</RequestID></Response>"
+            ).encode()
+            start_response("503 Service Unavailable", [("Content-Type", "text/xml"), ("Content-Length", str(len(body)))])
+            return [body]
+        body = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode()
+        start_response("400 Bad Request", [
+            ("Content-Type", "application/x-amz-json-1.1"), ("Content-Length", str(len(body))),
+            ("x-amzn-RequestId", request_id), ("x-amzn-ErrorType", "ThrottlingException"),
+        ])
+        return [body]
+
+    def _track_assume_role(self, environ, start_response, parent: str | None):
+        captured = {}
+
+        def _start(status, headers, exc_info=None):
+            captured["args"] = (status, headers, exc_info)
+            return lambda data: None
+
+        chunks = list(self.app(environ, _start))
+        body = b"".join(chunks)
+        match = _AKID_RE.search(body.decode("utf-8", "replace"))
+        if match and parent:
+            with state._LOCK:  # pylint: disable=protected-access
+                state.ACCOUNTING.parents[match.group(1)] = parent
+        status, headers, exc_info = captured["args"]
+        start_response(status, headers, exc_info)
+        return [body]
+
+    @staticmethod
+    def _control(environ, start_response, path: str) -> list[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        key = (query.get("key") or [None])[0]
+        acc = state.ACCOUNTING
+        if path == "/_sim/health":
+            return _json(start_response, "200 OK", {"ok": True})
+        if path == "/_sim/stats" and method == "GET":
+            return _json(start_response, "200 OK", acc.stats(key))
+        if path == "/_sim/stats/reset" and method == "POST":
+            acc.reset(key)
+            return _json(start_response, "200 OK", {"ok": True})
+        if path == "/_sim/config":
+            if method == "GET":
+                return _json(start_response, "200 OK", dict(acc.key_config.get(acc.root_key(key), {})) if key else dict(acc.config))
+            if method == "POST":
+                try:
+                    length = int(environ.get("CONTENT_LENGTH") or 0)
+                    payload = json.loads(environ["wsgi.input"].read(length) or b"{}") if length else {}
+                    key = payload.pop("key", None) or key
+                    acc.set_config(payload, key)
+                except (ValueError, TypeError) as exc:
+                    return _json(start_response, "400 Bad Request", {"ok": False, "error": str(exc)})
+                return _json(start_response, "200 OK", dict(acc.config))
+        return _json(start_response, "404 Not Found", {"ok": False, "error": f"no such endpoint {method} {path}"})

@@ -1,0 +1,144 @@
+"""Shared simulator state: run-time config, per-credential accounting and the request context.
+
+Everything time-dependent in the simulator is derived lazily from timestamps captured here,
+so no background threads are needed.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import Counter
+
+DURATION_KEYS = ("image_pending_s", "command_s", "reboot_s", "replace_root_s")
+CONFIG_KEYS = DURATION_KEYS + ("throttle_rate",)
+DEFAULTS = {"image_pending_s": 0.2, "command_s": 0.2, "reboot_s": 0.2, "replace_root_s": 0.2, "throttle_rate": 0.0}
+
+FAULTS = frozenset((
+    "ssm-unmanaged", "ssm-offline", "ami-fail", "snapshot-error", "precheck-fail", "patch-fail", "patch-timeout",
+    "undeliverable", "delivery-timeout", "reboot-hang", "restart-fail", "health-fail", "rollback-fail",
+))
+
+_LOCK = threading.RLock()
+_CTX = threading.local()
+
+
+def now() -> float:
+    return time.time()
+
+
+def _env_config() -> dict:
+    cfg = dict(DEFAULTS)
+    for key in CONFIG_KEYS:
+        raw = os.environ.get("SIM_" + key.upper())
+        if raw not in (None, ""):
+            cfg[key] = float(raw)
+    return cfg
+
+
+def validate_config(values: dict) -> dict:
+    """Keep known keys only, as floats; reject nonsense early with a clear message."""
+    out = {}
+    for key, value in values.items():
+        if key not in CONFIG_KEYS:
+            raise ValueError(f"unknown config key {key!r}; known: {', '.join(CONFIG_KEYS)}")
+        value = float(value)
+        if value < 0 or (key == "throttle_rate" and value > 1):
+            raise ValueError(f"{key} out of range: {value}")
+        out[key] = value
+    return out
+
+
+class Accounting:
+    """Call counters, global and per root access key (assumed-role keys roll up to their parent)."""
+
+    def __init__(self) -> None:
+        self.config: dict = _env_config()
+        self.key_config: dict[str, dict] = {}
+        self.parents: dict[str, str] = {}
+        self.calls: Counter = Counter()
+        self.key_calls: dict[str, Counter] = {}
+
+    def root_key(self, akid: str | None) -> str | None:
+        seen = 0
+        while akid in self.parents and seen < 10:
+            akid = self.parents[akid]
+            seen += 1
+        return akid
+
+    def record(self, akid: str | None, name: str) -> None:
+        with _LOCK:
+            self.calls[name] += 1
+            root = self.root_key(akid)
+            if root:
+                self.key_calls.setdefault(root, Counter())[name] += 1
+
+    def stats(self, key: str | None = None) -> dict:
+        with _LOCK:
+            calls = dict(self.calls) if key is None else dict(self.key_calls.get(self.root_key(key), {}))
+        mutating = {k: v for k, v in calls.items() if is_mutating(k)}
+        return {"calls": calls, "mutating": mutating}
+
+    def reset(self, key: str | None = None) -> None:
+        with _LOCK:
+            if key is None:
+                self.calls.clear()
+                self.key_calls.clear()
+            else:
+                self.key_calls.pop(self.root_key(key), None)
+
+    def set_config(self, values: dict, key: str | None = None) -> None:
+        values = validate_config(values)
+        with _LOCK:
+            if key:
+                self.key_config.setdefault(self.root_key(key), {}).update(values)
+            else:
+                self.config.update(values)
+
+    def setting(self, name: str, akid: str | None = None) -> float:
+        """Effective value for the request being served (per-key override, else global)."""
+        if akid is None:
+            akid = current_key()
+        root = self.root_key(akid)
+        override = self.key_config.get(root, {}) if root else {}
+        return float(override.get(name, self.config[name]))
+
+
+ACCOUNTING = Accounting()
+
+
+def is_mutating(name: str) -> bool:
+    service, _sep, action = name.partition(":")
+    if service == "sts":
+        return False
+    return not action.startswith(("Describe", "List", "Get", "Head"))
+
+
+def set_current_key(akid: str | None) -> None:
+    _CTX.akid = akid
+
+
+def current_key() -> str | None:
+    return getattr(_CTX, "akid", None)
+
+
+def setting(name: str) -> float:
+    return ACCOUNTING.setting(name)
+
+
+def parse_faults(value: str | None) -> set[str]:
+    return {f.strip() for f in (value or "").split(",") if f.strip()}
+
+
+# Per-instance timeline (patch runs, root-volume restores) that SSM reads lazily; keyed by instance id.
+EVENTS: dict[str, list] = {}
+
+
+def add_event(instance_id: str, kind: str, at: float, obj=None) -> None:
+    with _LOCK:
+        EVENTS.setdefault(instance_id, []).append((at, kind, obj))
+
+
+def events(instance_id: str) -> list:
+    with _LOCK:
+        return list(EVENTS.get(instance_id, ()))

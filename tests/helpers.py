@@ -52,3 +52,40 @@ def run_playbook(playbook, env, inventory=None, extra_vars=None, tags=None, limi
         cmd.append("--check")
     cmd += list(extra_args)
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def write_fleet_inventory(directory, tag, regions=("us-east-1",), accounts=(), **options):
+    """An ec2_fleet inventory limited to one test's fleet (tag cms-test=<tag>), as users write inventories/aws_ec2.yml."""
+    import yaml  # pylint: disable=import-outside-toplevel
+
+    config = {"plugin": "cms.patching.ec2_fleet", "regions": list(regions), "filters": {"tag:cms-test": tag}}
+    if accounts:
+        config["accounts"] = [{"role_arn": f"arn:aws:iam::{a}:role/cms-patching"} for a in accounts]
+        config["include_default_account"] = True
+    config.update(options)
+    path = Path(directory) / "fleet.aws_ec2.yml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def read_report(report_dir, run_id):
+    with open(Path(report_dir) / run_id / "report.json", encoding="utf-8") as fh:
+        report = json.load(fh)
+    return report, {e["instance_id"]: e for e in report["instances"]}
+
+
+def recap(stdout):
+    """PLAY RECAP counters per host: {host: {'ok': n, 'failed': n, ...}}."""
+    import re  # pylint: disable=import-outside-toplevel
+
+    stats = {}
+    for line in stdout.split("PLAY RECAP")[-1].splitlines():
+        match = re.match(r"^(\S+)\s+:\s+(.*)$", line.strip())
+        if match:
+            stats[match.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(2))}
+    return stats
+
+
+# Short simulated durations and polls: the whole state machine still runs, just fast.
+FAST = {"image_pending_s": 0.3, "command_s": 0.3, "reboot_s": 0.3, "replace_root_s": 0.3}
+FAST_VARS = {"backup_poll_interval": 0.3, "patching_poll_interval": 0.3, "patching_agent_online_timeout": 20}

@@ -21,6 +21,7 @@ PATCH_FAILURES = {
     "terminated": ("patch_not_started", False),  # MaxErrors stopped it before it started
 }
 PATCH_OK = ("success", "pending_reboot")
+NOT_DELIVERED = ("undeliverable", "delivery_timed_out")
 DRY_RUN = ("would_run", "would_restore")
 
 
@@ -38,6 +39,9 @@ def outcome_of(instance_id, gate, precheck, patch, restart, health):
     if instance_id not in gate:
         return "no_verified_backup", False
     pre = precheck.get(instance_id)
+    if pre and pre.get("outcome") in NOT_DELIVERED:
+        # The agent never got the pre-check: it would not get the patch either. Nothing ran.
+        return PATCH_FAILURES[pre["outcome"]][0], False
     if pre and pre.get("outcome") not in ("success",) + DRY_RUN:
         return "precheck_failed", False
     result = patch.get(instance_id)

@@ -103,16 +103,21 @@ missing:
   elements: str
 """
 
-try:
-    import botocore.exceptions
-except ImportError:
-    pass  # AnsibleAWSModule reports the missing SDK
-
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
-from ansible_collections.cms.patching.plugins.module_utils.aws import ASSUME_ROLE_ARGS, AwsSession
+from ansible_collections.cms.patching.plugins.module_utils.aws import ASSUME_ROLE_ARGS, AwsSession, validate_region
 from ansible_collections.cms.patching.plugins.module_utils.backup import find_verified_backups
-from ansible_collections.cms.patching.plugins.module_utils.errors import PatchingError, aws_error_message, require_positive, validate_instance_ids
+from ansible_collections.cms.patching.plugins.module_utils.errors import exit_with, require_positive, validate_instance_ids
+
+
+def backup_info(module):
+    ids = module.params["instance_ids"]
+    validate_instance_ids(ids)
+    require_positive(module.params, ["max_age_hours"])
+    session = AwsSession.from_module(module)
+    validate_region(session.region)  # a mistyped region must not reach the endpoint
+    backups = find_verified_backups(session.client("ec2"), ids, module.params["max_age_hours"])
+    return dict(changed=False, backups=backups, missing=[i for i in ids if backups[i] is None])
 
 
 def main():
@@ -122,16 +127,7 @@ def main():
     )
     argument_spec.update(ASSUME_ROLE_ARGS)
     module = AnsibleAWSModule(argument_spec=argument_spec, supports_check_mode=True)
-    ids = module.params["instance_ids"]
-    try:
-        validate_instance_ids(ids)
-        require_positive(module.params, ["max_age_hours"])
-        backups = find_verified_backups(AwsSession.from_module(module).client("ec2"), ids, module.params["max_age_hours"])
-    except PatchingError as e:
-        module.fail_json(msg=str(e))
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
-        module.fail_json(msg=aws_error_message(e, "ami_backup_info"))
-    module.exit_json(changed=False, backups=backups, missing=[i for i in ids if backups[i] is None])
+    exit_with(module, "ami_backup_info", backup_info)
 
 
 if __name__ == "__main__":

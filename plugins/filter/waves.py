@@ -50,6 +50,16 @@ def deadline_passed(not_after, now=None):
     return (now or datetime.now(timezone.utc)) > deadline
 
 
+def patched_in_run(hosts, hostvars, run_id):
+    """Hosts this run already patched and validated (status tags seen by discovery): a resumed run leaves them alone."""
+    done = []
+    for name in hosts:
+        tags = (hostvars.get(name, {}).get("cms_patching_discovery") or {}).get("tags") or {}
+        if tags.get("cms-patching:run-id") == run_id and tags.get("cms-patching:last-patch-status") == "patched":
+            done.append(name)
+    return done
+
+
 def reason_entries(hosts, hostvars, reason):
     """Report entries that only say why these hosts were left as they are."""
     return [{"instance_id": instance_id_of(h, hostvars), "reason": reason} for h in hosts if instance_id_of(h, hostvars)]
@@ -79,5 +89,6 @@ class FilterModule:
             "step_targets": step_targets,
             "deadline_passed": deadline_passed,
             "reason_entries": reason_entries,
+            "patched_in_run": patched_in_run,
             "restore_entries": restore_entries,
         }

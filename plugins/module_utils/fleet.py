@@ -28,11 +28,11 @@ def partition_hosts(hosts, hostvars, default_region=None):
         region = host.get("region") or default_region
         if not region:
             raise HostError(f"host {name} has no region variable and no default region was given")
-        key = (str(host.get("account_id") or ""), region, host.get("cms_patching_role_arn") or "")
+        key = (str(host.get("account_id") or ""), region, host.get("cms_patching_role_arn") or "", host.get("cms_patching_external_id") or "")
         groups.setdefault(key, []).append(instance_id)
     return [
-        {"account_id": account, "region": region, "role_arn": role, "instance_ids": sorted(ids)}
-        for (account, region, role), ids in sorted(groups.items())
+        {"account_id": account, "region": region, "role_arn": role, "external_id": external_id, "instance_ids": sorted(ids)}
+        for (account, region, role, external_id), ids in sorted(groups.items())
     ]
 
 

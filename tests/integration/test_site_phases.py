@@ -160,3 +160,14 @@ def test_a_wave_over_fifty_instances_is_split_into_batches_of_fifty(sim, tmp_pat
     assert calls["ssm:SendCommand"] == 4
     assert calls.get("ssm:GetCommandInvocation", 0) == 0
     assert sum(calls.values()) / len(instances) < 1.5
+
+
+def test_no_wave_starts_after_the_deadline(sim, tmp_path):
+    instances, inventory = fleet(sim, tmp_path, [{"count": 2, "name_prefix": "late"}])
+    run_id = f"late-{uuid.uuid4().hex[:8]}"
+    proc = run(sim, tmp_path, inventory, run_id, extra={"cms_patching_not_after": "2020-01-01T00:00:00Z"})
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    _report, entries = read_report(tmp_path / "reports", run_id)
+    assert {(e["final_status"], e.get("reason")) for e in entries.values()} == {("backed_up", "deadline_passed")}
+    assert not patch_commands(sim, run_id)
+    assert len(entries) == len(instances)

@@ -12,6 +12,14 @@ from . import state
 
 _CRED_RE = re.compile(r"Credential=([^/,\s]+)/[^/]+/[^/]+/([^/]+)/")
 _AKID_RE = re.compile(r"<AccessKeyId>([^<]+)</AccessKeyId>")
+# Access keys with this prefix are refused as AWS refuses unknown or revoked keys (tests of invalid credentials).
+INVALID_KEY_PREFIX = "AKIAINVALID"
+_AUTH_ERRORS = {  # service -> (HTTP status, code, message, protocol)
+    "ec2": ("401 Unauthorized", "AuthFailure", "AWS was not able to validate the provided access credentials", "ec2"),
+    "sts": ("403 Forbidden", "InvalidClientTokenId", "The security token included in the request is invalid.", "query"),
+    "iam": ("403 Forbidden", "InvalidClientTokenId", "The security token included in the request is invalid.", "query"),
+    "s3": ("403 Forbidden", "InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records.", "s3"),
+}
 _S3_SUBRESOURCES = ("tagging", "versioning", "policy", "acl", "lifecycle", "encryption", "location", "uploads", "delete")
 
 
@@ -72,6 +80,8 @@ class SimMiddleware:
         state.ACCOUNTING.record(akid, f"{service}:{action}")
         state.set_current_key(akid)
 
+        if akid and akid.startswith(INVALID_KEY_PREFIX):
+            return self._auth_failure(service, start_response)
         rate = state.ACCOUNTING.setting("throttle_rate", akid)
         if rate > 0 and service in ("ec2", "ssm") and random.random() < rate:
             return self._throttle(service, start_response)
@@ -120,6 +130,29 @@ class SimMiddleware:
             ("Content-Type", "application/x-amz-json-1.1"), ("Content-Length", str(len(body))),
             ("x-amzn-RequestId", request_id), ("x-amzn-ErrorType", "ThrottlingException"),
         ])
+        return [body]
+
+    @staticmethod
+    def _auth_failure(service: str, start_response) -> list[bytes]:
+        """The error shape each protocol uses for credentials AWS does not know."""
+        status, code, message, protocol = _AUTH_ERRORS.get(
+            service, ("400 Bad Request", "UnrecognizedClientException", "The security token included in the request is invalid.", "json"))
+        request_id = str(uuid.uuid4())
+        if protocol == "json":
+            body = json.dumps({"__type": code, "message": message}).encode()
+            headers = [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-RequestId", request_id), ("x-amzn-ErrorType", code)]
+        elif protocol == "ec2":
+            body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message>'
+                    f"</Error></Errors><RequestID>{request_id}</RequestID></Response>").encode()
+            headers = [("Content-Type", "text/xml")]
+        elif protocol == "s3":
+            body = f"<Error><Code>{code}</Code><Message>{message}</Message><RequestId>{request_id}</RequestId></Error>".encode()
+            headers = [("Content-Type", "application/xml")]
+        else:
+            body = (f'<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error>'
+                    f"<RequestId>{request_id}</RequestId></ErrorResponse>").encode()
+            headers = [("Content-Type", "text/xml")]
+        start_response(status, headers + [("Content-Length", str(len(body)))])
         return [body]
 
     def _track_assume_role(self, environ, start_response, parent: str | None):

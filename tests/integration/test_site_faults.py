@@ -68,7 +68,7 @@ def site_run(sim_url, tmp_path_factory):
     (workdir / "stdout.txt").write_text(proc.stdout + proc.stderr)
     report, entries = read_report(workdir / "reports", run_id)
     return {"sim": sim, "proc": proc, "instances": instances, "report": report, "entries": entries, "run_id": run_id,
-            "foreign": foreign, "stats": sim.stats()}
+            "foreign": foreign, "stats": sim.stats(), "workdir": workdir}
 
 
 def kind_of(instance):
@@ -160,8 +160,9 @@ def test_report_files_and_summary(site_run):
     assert report["summary"]["total"] == len(site_run["instances"])
     assert report["summary"]["patched"] == sum(1 for i in site_run["instances"] if kind_of(i) == "ok")
     assert "CMS.PATCHING SUMMARY" in site_run["proc"].stdout
-    directory = ROOT  # the report lives in the test's own directory, not the checkout
-    assert not (directory / "reports" / site_run["run_id"]).exists()
+    assert not (ROOT / "reports" / site_run["run_id"]).exists(), "the report belongs in cms_patching_report_dir"
+    csv_rows = (site_run["workdir"] / "reports" / site_run["run_id"] / "report.csv").read_text().strip().splitlines()
+    assert len(csv_rows) == len(site_run["instances"]) + 1
 
 
 def test_api_calls_stay_batched(site_run):
@@ -171,3 +172,43 @@ def test_api_calls_stay_batched(site_run):
     assert calls["ec2:CreateImage"] == backed_up
     assert calls.get("ec2:CreateTags", 0) < n / 2
     assert calls["ssm:SendCommand"] < n
+
+
+def test_html_report_lists_every_instance_failures_first(site_run):
+    from html.parser import HTMLParser  # pylint: disable=import-outside-toplevel
+
+    class Rows(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.rows, self._cells, self._in_td, self.external = [], None, False, []
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if tag == "tr":
+                self._cells = []
+            elif tag == "td":
+                self._in_td = True
+                self._cells.append("")
+            for key in ("src", "href"):
+                if attrs.get(key):
+                    self.external.append(attrs[key])
+
+        def handle_endtag(self, tag):
+            if tag == "td":
+                self._in_td = False
+            elif tag == "tr" and self._cells:
+                self.rows.append(self._cells)
+                self._cells = None
+
+        def handle_data(self, data):
+            if self._in_td:
+                self._cells[-1] += data
+
+    parser = Rows()
+    parser.feed((site_run["workdir"] / "reports" / site_run["run_id"] / "report.html").read_text())
+    assert not parser.external, "the HTML report must be self-contained"
+    ids = [row[0] for row in parser.rows]
+    assert sorted(ids) == sorted(i["instance_id"] for i in site_run["instances"])
+    statuses = [row[5] for row in parser.rows]
+    first_ok = next(n for n, s in enumerate(statuses) if s not in ("failed", "rolled_back"))
+    assert all(s not in ("failed", "rolled_back") for s in statuses[first_ok:]), "failures come first"

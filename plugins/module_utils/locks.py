@@ -136,11 +136,7 @@ def acquire_one(ssm, instance_id, run_id, ttl, current, now):
 
 
 def delete_quietly(ssm, name):
-    try:
-        ssm.delete_parameter(Name=name)
-    except Exception as e:  # pylint: disable=broad-except
-        if not (is_aws_error(e) and error_code(e) == "ParameterNotFound"):
-            raise
+    ssm.delete_parameters(Names=[name])  # unlike DeleteParameter, a name already gone is no error
 
 
 def plan_one(instance_id, run_id, current, now):

@@ -186,7 +186,8 @@ def locked(directory):
     if fcntl is None:
         yield
         return
-    with open(os.path.join(directory, ".lock"), "a", encoding="utf-8") as fh:
+    # Created 0600 like the reports: the default mode would follow the umask and could leave it world-readable.
+    with os.fdopen(os.open(os.path.join(directory, ".lock"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a", encoding="utf-8") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield

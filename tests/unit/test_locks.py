@@ -49,12 +49,6 @@ class FakeSsm:
         for name in Names:
             self.params.pop(name, None)
 
-    def delete_parameter(self, Name):
-        self.calls["DeleteParameter"] += 1
-        if Name not in self.params:
-            raise _error("ParameterNotFound")
-        del self.params[Name]
-
     def holder(self, instance_id):
         raw = self.params.get(locks.lock_name(instance_id))
         return json.loads(raw)["run_id"] if raw else None
@@ -191,3 +185,12 @@ def test_aws_errors_become_one_line():
 
     with pytest.raises(PatchingError, match="^ssm_instance_lock failed: AccessDeniedException: not allowed$"):
         locks.run_locks(Denied(), {"state": "acquired", "instance_ids": IDS[:1], "run_id": "r", "ttl": 60})
+
+
+def test_a_second_takeover_spends_the_first_claim():
+    ssm = FakeSsm()
+    locks.acquire(ssm, IDS[:1], "run-a", 60, now=NOW)
+    locks.acquire(ssm, IDS[:1], "run-b", 60, now=NOW + timedelta(minutes=2))
+    locks.acquire(ssm, IDS[:1], "run-c", 60, now=NOW + timedelta(minutes=4))
+    claims = [n for n in ssm.params if n.startswith(locks.TAKEOVER_PREFIX)]
+    assert len(claims) == 1 and json.loads(ssm.params[claims[0]])["run_id"] == "run-c" and ssm.holder(IDS[0]) == "run-c"

@@ -8,13 +8,17 @@ export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PYTHONPATH := $(CURDIR)/tests/simulator
 
-.PHONY: setup demo test lint sanity pytest sim clean
+.PHONY: setup demo test lint sanity pytest sim clean bench
 
 setup:
 	@scripts/setup.sh "$(PYTHON)" "$(VENV)"
 
 demo: setup
 	@$(BIN)/python scripts/demo.py --port $(SIM_PORT)
+
+# Scale benchmark against the simulator (minutes; not part of `make test`). `make bench N=1000` measures one size only.
+bench: setup
+	@$(BIN)/python scripts/bench.py $(if $(N),--sizes $(N) --no-baseline --no-night)
 
 sim: setup
 	@$(BIN)/python tests/simulator/sim.py --host 127.0.0.1 --port $(SIM_PORT)

@@ -1,0 +1,211 @@
+"""`make bench`: measure cms.patching at fleet scale against the simulator, and the per-host baseline.
+
+For each size N it seeds a fresh simulator and measures the inventory, each phase alone (--tags, one run id) and the
+full playbooks/patch.yml: wall time, peak controller memory (largest RSS in ansible's process tree, and the tree's sum
+at its peak), and AWS API calls by action from the simulator's per-access-key accounting. It then runs the per-host
+baseline (scripts/bench/baseline.yml) and a time-compressed night, prints the tables and rewrites their blocks in
+docs/performance.md (the prose around them is kept).
+
+  scripts/bench.py                       # N = 200, 1000, 5000 + baseline at 50 and 100 + the night
+  scripts/bench.py --sizes 1000 --no-baseline --no-night    # what `make bench N=1000` runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shlex
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts" / "bench"))
+
+import budget  # noqa: E402  pylint: disable=wrong-import-position,import-error
+import procmon  # noqa: E402  pylint: disable=wrong-import-position,import-error
+import simctl  # noqa: E402  pylint: disable=wrong-import-position,import-error
+
+BIN = Path(sys.executable).parent
+DOC = ROOT / "docs" / "performance.md"
+PHASES = ("discovery", "backup", "patching")
+
+
+def poll_vars(report_dir):
+    # Polls as short as the simulated durations; real AWS keeps the roles' defaults (15 s / 10 s).
+    return {"backup_poll_interval": 1, "patching_poll_interval": 1, "cms_patching_report_dir": str(report_dir)}
+
+
+class Bench:
+    def __init__(self, workdir, verbose=True):
+        self.workdir = Path(workdir)
+        self.verbose = verbose
+        self.commands = []
+
+    def log(self, msg):
+        if self.verbose:
+            print(msg, flush=True)
+
+    def run(self, sim, label, n, cmd, durations, extra_env=None):
+        key = sim.new_key(durations)
+        env = sim.env(os.environ, key)
+        env.update(extra_env or {})
+        log = self.workdir / (re.sub(r"[^A-Za-z0-9]+", "-", label) + ".log")
+        self.log(f"  {label}: {shlex.join(cmd)}")
+        result = procmon.measure(cmd, env, ROOT, log)
+        calls = sim.stats(key)
+        total = sum(calls.values())
+        result.update(label=label, n=n, calls=calls, total_calls=total, per_instance=round(total / n, 3) if n else None,
+                      mutating=sum(v for k, v in calls.items() if not k.split(":", 1)[1].startswith(("Describe", "List", "Get"))),
+                      log=str(log))
+        self.commands.append({"label": label, "env": {k: env[k] for k in (extra_env or {})}, "cmd": shlex.join(cmd)})
+        self.log(f"    rc={result['rc']} wall={result['wall_s']}s cpu={result['cpu_s']}s load={result['load']} "
+                 f"peak={result['peak_rss_mb']}/{result['peak_sum_mb']} MB "
+                 f"calls={total} ({result['per_instance']}/instance)")
+        return result
+
+    def playbook(self, extra_vars, tags=None):
+        cmd = [str(BIN / "ansible-playbook"), "playbooks/patch.yml", "-i", "inventories/aws_ec2.yml", "-e", json.dumps(extra_vars)]
+        return cmd + (["--tags", tags] if tags else [])
+
+    def size(self, n):
+        """Inventory, each phase alone and the full run at N instances (short durations)."""
+        rows = []
+        with simctl.Simulator() as sim:
+            started = time.monotonic()
+            sim.seed(n)
+            self.log(f"N={n}: seeded in {time.monotonic() - started:.1f}s")
+            rows.append(self.run(sim, f"N={n} inventory", n, [str(BIN / "ansible-inventory"), "-i", "inventories/aws_ec2.yml", "--list",
+                                                              "--output", str(self.workdir / f"inventory-{n}.json")], simctl.SHORT))
+            extra = dict(poll_vars(self.workdir / "reports"), cms_patching_run_id=f"bench-phases-{n}")
+            for phase in PHASES:
+                rows.append(self.run(sim, f"N={n} {phase} alone", n, self.playbook(extra, phase), simctl.SHORT))
+        rows.append(self.full(n, simctl.SHORT, f"N={n} full patch.yml"))
+        return rows
+
+    def full(self, n, durations, label):
+        with simctl.Simulator() as sim:
+            sim.seed(n)
+            return self.run(sim, label, n, self.playbook(poll_vars(self.workdir / "reports")), durations)
+
+    def baseline(self, n, durations, label):
+        with simctl.Simulator() as sim:
+            sim.seed(n)
+            cmd = [str(BIN / "ansible-playbook"), "scripts/bench/baseline.yml", "-i", "scripts/bench/baseline.aws_ec2.yml"]
+            return self.run(sim, label, n, cmd, durations, {"ANSIBLE_INVENTORY_ENABLED": "amazon.aws.aws_ec2"})
+
+
+# ---------------------------------------------------------------------------------------------------------------- output
+
+def scale_table(rows):
+    lines = ["| N | measurement | rc | wall s | CPU s | load | peak RSS MB (largest / sum) | API calls | calls per instance "
+             "| calls by action |",
+             "|---:|---|---:|---:|---:|---:|---|---:|---:|---|"]
+    for r in rows:
+        actions = ", ".join(f"{k.split(':', 1)[1]} {v}" for k, v in sorted(r["calls"].items(), key=lambda kv: -kv[1]))
+        lines.append(f"| {r['n']} | {r['label'].split(' ', 1)[1]} | {r['rc']} | {r['wall_s']} | {r['cpu_s']} | {r['load']} "
+                     f"| {r['peak_rss_mb']} / {r['peak_sum_mb']} | {r['total_calls']} | {r['per_instance']} | {actions} |")
+    return "\n".join(lines)
+
+
+def ratio(a, b):
+    return f"{a / b:.1f}x" if b else "n/a"
+
+
+def compare_table(pairs):
+    lines = ["| scenario | N | cms.patching wall s | baseline wall s | wall ratio | cms.patching calls | baseline calls | calls ratio |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, ours, base in pairs:
+        lines.append(f"| {name} | {ours['n']} | {ours['wall_s']} (rc {ours['rc']}) | {base['wall_s']} (rc {base['rc']}) "
+                     f"| {ratio(base['wall_s'], ours['wall_s'])} | {ours['total_calls']} | {base['total_calls']} "
+                     f"| {ratio(base['total_calls'], ours['total_calls'])} |")
+    lines.append("")
+    lines.append("Calls by action (cms.patching / baseline):")
+    lines.append("")
+    for name, ours, base in pairs:
+        keys = sorted(set(ours["calls"]) | set(base["calls"]))
+        lines.append(f"- {name}, N={ours['n']}: " + ", ".join(f"{k} {ours['calls'].get(k, 0)}/{base['calls'].get(k, 0)}" for k in keys))
+    return "\n".join(lines)
+
+
+def machine():
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "?")
+    mem = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))) // 1024
+    versions = []
+    for dist in ("ansible-core", "ansible", "boto3", "botocore", "moto"):
+        try:
+            versions.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return (f"- machine: {cpu}, {os.cpu_count()} CPUs, {mem} MB RAM, {platform.system()} {platform.release()}\n"
+            f"- Python {platform.python_version()}; {', '.join(versions)}\n"
+            f"- measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+
+
+def replace_block(text, name, body):
+    begin, end = f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
+    block = f"{begin}\n{body}\n{end}"
+    if begin in text and end in text:
+        return text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+    return text.rstrip("\n") + "\n\n" + block + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="200,1000,5000", help="comma-separated fleet sizes (default %(default)s)")
+    parser.add_argument("--baseline-sizes", default="50,100")
+    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--no-night", action="store_true")
+    parser.add_argument("--doc", default=str(DOC), help="markdown file whose bench blocks are rewritten ('' = none)")
+    parser.add_argument("--json", help="also write every measurement as JSON here")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="cms-bench-"))
+    bench = Bench(workdir)
+    print(f"logs in {workdir}")
+    blocks = {}
+    results = {"sizes": {}, "pairs": []}
+    for n in [int(s) for s in args.sizes.split(",") if s.strip()]:
+        rows = bench.size(n)
+        results["sizes"][n] = rows
+        full = rows[-1]
+        blocks[f"scale-{n}"] = (f"N = {n}: {len(budget.waves(n))} waves of {budget.waves(n)}, "
+                                f"{full['per_instance']} API calls per instance over the full run.\n\n" + scale_table(rows))
+    pairs = []
+    if not args.no_baseline:
+        for n in [int(s) for s in args.baseline_sizes.split(",") if s.strip()]:
+            pairs.append(("short durations", bench.full(n, simctl.SHORT, f"N={n} full patch.yml"),
+                          bench.baseline(n, simctl.SHORT, f"N={n} baseline")))
+    if not args.no_night:
+        pairs.append(("night (image 10 s, command 10 s, reboot 5 s)", bench.full(100, simctl.NIGHT, "N=100 night patch.yml"),
+                      bench.baseline(100, simctl.NIGHT, "N=100 night baseline")))
+    if pairs:
+        blocks["baseline"] = compare_table(pairs)
+        results["pairs"] = [{"name": name, "ours": ours, "baseline": base} for name, ours, base in pairs]
+    blocks["machine"] = machine()
+
+    for name, body in blocks.items():
+        print(f"\n## {name}\n\n{body}")
+    if args.doc:
+        doc = Path(args.doc)
+        text = doc.read_text(encoding="utf-8") if doc.exists() else "# Performance\n"
+        for name, body in sorted(blocks.items()):
+            text = replace_block(text, name, body)
+        doc.write_text(text, encoding="utf-8")
+        print(f"\nwrote {doc}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
+    failed = [r["label"] for rows in results["sizes"].values() for r in rows if r["rc"] != 0]
+    failed += [p["ours"]["label"] for p in results["pairs"] if p["ours"]["rc"] != 0]
+    if failed:
+        print("FAILED (see the logs): " + ", ".join(failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""The API-call budget of a full run, from the batching design (derivation in docs/performance.md)."""
+
+from __future__ import annotations
+
+import math
+
+SERIAL = [1, "10%", "25%"]   # cms_patching_serial default
+
+
+def waves(n, serial=None):
+    """Batch sizes Ansible makes of n hosts for `serial` (its pct_to_int rules: a % rounds down, at least 1)."""
+    serial = list(serial or SERIAL)
+    sizes, left, pos = [], n, 0
+    while left > 0:
+        item = serial[min(pos, len(serial) - 1)]
+        size = max(1, int(float(item[:-1]) / 100 * n)) if isinstance(item, str) and item.endswith("%") else int(item)
+        sizes.append(min(size, left))
+        left -= size
+        pos += 1
+    return sizes
+
+
+SSM_BATCH = 50      # SendCommand, DescribeInstanceInformation and DescribeInstancePatchStates take at most 50 ids
+EC2_BATCH = 200     # the collection's DescribeImages/DescribeSnapshots/CreateTags id batches
+PAGE = 1000         # DescribeInstances page size
+
+# Calls per 50-instance SSM batch of a wave, with polls at least as long as the simulated durations
+# (each wait then ends by its second poll). See docs/performance.md for the derivation.
+PER_BATCH = {
+    "precheck": 1 + 3,          # SendCommand + ListCommandInvocations (2 polls + 1 Details listing)
+    "patch": 1 + 1 + 1 + 3 + 2 + 2,   # DII + DIPS before, SendCommand, LCI 2+1, DII until Online (2), DIPS until fresh (2)
+}
+PER_WAVE = 1 + 1                # DescribeImages (backup gate, <= 200 ids) + CreateTags (one per final status; 1 when all pass)
+PER_RUN = 2                     # sts:GetCallerIdentity + iam:ListAccountAliases (aws_caller_info, once per invocation)
+BACKUP_PER_200 = 1 + 3 + 2 + 1  # DescribeImages (reuse lookup), DescribeImages polls, DescribeSnapshots, CreateTags verified
+
+
+def ssm_batches(sizes):
+    return sum(math.ceil(w / SSM_BATCH) for w in sizes)
+
+
+def full_run(n, sizes=None, platforms=2):
+    """Upper bound of the API calls of one full playbooks/patch.yml over n healthy instances, by term."""
+    sizes = sizes or waves(n)
+    batches = ssm_batches(sizes)
+    terms = {
+        "CreateImage, one per instance": n,
+        "inventory (DescribeInstances pages + DII per 50)": math.ceil(n / PAGE) + math.ceil(n / SSM_BATCH),
+        "discovery (DescribeInstances pages + DII + DIPS per 50)": math.ceil(n / PAGE) + 2 * math.ceil(n / SSM_BATCH),
+        "backup (per 200 images)": BACKUP_PER_200 * math.ceil(n / EC2_BATCH),
+        # Pre-checks go out per platform (different documents), so a wave may hold one more pre-check batch per platform.
+        "pre-checks per SSM batch": PER_BATCH["precheck"] * (batches + (platforms - 1) * len(sizes)),
+        "patch per SSM batch": PER_BATCH["patch"] * batches,
+        "per wave (gate DescribeImages, CreateTags)": PER_WAVE * len(sizes),
+        "per run (caller identity)": PER_RUN,
+    }
+    return terms
+
+
+def linear_form(platforms=2):
+    """(a, b, c) with full_run(n) <= a*n + b*waves + c, using ceil(x/k) <= x/k + 1 for every batched term."""
+    per_batch = PER_BATCH["precheck"] + PER_BATCH["patch"]
+    a = 1 + 3 / SSM_BATCH + 2 / PAGE + BACKUP_PER_200 / EC2_BATCH + per_batch / SSM_BATCH
+    b = per_batch + PER_BATCH["precheck"] * (platforms - 1) + PER_WAVE
+    c = 3 + 2 + BACKUP_PER_200 + PER_RUN
+    return round(a, 4), b, c

@@ -1,0 +1,49 @@
+"""`make bench` in small: a full playbooks/patch.yml over 50 instances stays within the batching design's API-call budget.
+
+The budget (scripts/bench/budget.py, derived in docs/performance.md) counts calls, never time: the polls are at least as
+long as the simulated durations, so every wait ends by its second poll however fast the machine is.
+"""
+
+import json
+import sys
+import uuid
+from pathlib import Path
+
+import yaml
+
+from helpers import ROOT, run_playbook
+
+sys.path.insert(0, str(ROOT / "scripts" / "bench"))
+
+import budget  # noqa: E402  pylint: disable=wrong-import-position,import-error
+from simctl import fleet_spec  # noqa: E402  pylint: disable=wrong-import-position,import-error
+
+N = 50
+
+
+def test_full_run_of_50_stays_within_the_call_budget(sim, tmp_path):
+    tag = f"bench-smoke-{uuid.uuid4().hex[:8]}"
+    seeded = sim.seed(fleet_spec(N, tag))
+    assert len(seeded) == N
+    inventory = tmp_path / "smoke.ec2_fleet.yml"
+    inventory.write_text(yaml.safe_dump({"plugin": "cms.patching.ec2_fleet", "regions": ["us-east-1"], "filters": {"tag:cms-bench": tag}}))
+    sim.configure(image_pending_s=0.2, command_s=0.2, reboot_s=0.2, replace_root_s=0.2)
+    sim.reset_stats()
+
+    proc = run_playbook("playbooks/patch.yml", sim.env, inventory=inventory,
+                        extra_vars={"backup_poll_interval": 1, "patching_poll_interval": 1, "cms_patching_report_dir": str(tmp_path)})
+    assert proc.returncode == 0, proc.stdout[-3000:]
+
+    report = json.loads(next(Path(tmp_path).glob("*/report.json")).read_text())
+    assert {i["instance_id"]: i["final_status"] for i in report["instances"]} == {s["instance_id"]: "patched" for s in seeded}
+
+    calls = sim.stats()["calls"]
+    sizes = budget.waves(N)
+    terms = budget.full_run(N, sizes)
+    a, b, c = budget.linear_form()
+    assert calls["ec2:CreateImage"] == N
+    # Per wave (each below 50 instances here): one patch command, and one pre-check command per platform in the wave.
+    assert 2 * len(sizes) <= calls["ssm:SendCommand"] <= 3 * len(sizes)
+    total = sum(calls.values())
+    assert total <= sum(terms.values()), (total, calls, terms)
+    assert total <= a * N + b * len(sizes) + c

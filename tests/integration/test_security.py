@@ -1,0 +1,141 @@
+"""Least privilege and secrets: docs/iam-policy.json against the AWS actions the tool really calls, no secret in any
+output or report, report files not world-readable.
+
+"Every action the tool calls" is measured on the tool's whole surface, run here with one fresh access key (the
+simulator accounts per key, so parallel tests cannot blur it): the dynamic inventory, the site playbook over a fleet
+with faults that exercise every path (backup clean-up, rollback, a second account, the S3 report upload), the
+rollback and cleanup playbooks, a contended run lock and a command that outlives its timeout (CancelCommand).
+The fleet is seeded with another key, so seeding calls (RunInstances, CreateBucket) are not counted.
+"""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import ROOT, run_module, run_playbook
+
+POLICY = ROOT / "docs" / "iam-policy.json"
+# Simulator accounting names -> the IAM action that authorises them (where they differ).
+IAM_ACTION = {
+    "s3:ListBuckets": "s3:ListAllMyBuckets",
+    "s3:HeadBucket": "s3:ListBucket",
+    "s3:ListObjects": "s3:ListBucket",
+    "s3:ListObjectsV2": "s3:ListBucket",
+    "s3:HeadObject": "s3:GetObject",
+}
+OTHER_ACCOUNT = "222222222222"
+
+
+def policy_actions():
+    actions = set()
+    for statement in json.loads(POLICY.read_text())["Statement"]:
+        assert statement["Effect"] == "Allow" and "NotAction" not in statement
+        listed = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        assert not [a for a in listed if "*" in a], f"wildcard action in {statement['Sid']}"
+        actions.update(listed)
+    return actions
+
+
+@pytest.fixture(scope="module")
+def surface(sim_url, tmp_path_factory):
+    from conftest import Sim  # pylint: disable=import-outside-toplevel
+    seeder, sim = Sim(sim_url), Sim(sim_url)
+    marker = uuid.uuid4().hex[:10]
+    sim.secret = f"cmsSECRET{marker}xyz"  # recognisable: searched for in every output and report
+    token = f"cmsTOKEN{marker}xyz"
+    tag = f"sec-{marker}"
+    work = tmp_path_factory.mktemp("security")
+    instances = seeder.seed({"tags": {"cms-test": tag}, "region": "us-east-1", "groups": [
+        {"count": 2, "name_prefix": "web"},
+        {"count": 1, "name_prefix": "win", "platform": "windows"},
+        {"count": 1, "name_prefix": "unhealthy", "faults": ["health-fail"]},
+        {"count": 1, "name_prefix": "amifail", "faults": ["ami-fail"]},
+        {"count": 1, "name_prefix": "snapfail", "faults": ["snapshot-error"]},
+        {"count": 1, "name_prefix": "other", "account_id": OTHER_ACCOUNT, "region": "eu-west-1"},
+    ]})
+    bucket = f"cms-reports-{marker}"
+    seeder.client("s3").create_bucket(Bucket=bucket)
+    inventory = work / "fleet.aws_ec2.yml"
+    inventory.write_text(yaml.safe_dump({
+        "plugin": "cms.patching.ec2_fleet", "regions": ["us-east-1", "eu-west-1"], "filters": {"tag:cms-test": tag},
+        "accounts": [{"role_arn": f"arn:aws:iam::{OTHER_ACCOUNT}:role/cms-patching"}], "include_default_account": True}))
+    env = dict(sim.env, AWS_SESSION_TOKEN=token)
+    reports = work / "reports"
+    common = {"cms_patching_report_dir": str(reports), "cms_patching_serial": [1, "50%"], "cms_patching_max_fail_percentage": 100,
+              "patching_poll_interval": 0.2, "backup_poll_interval": 0.2, "cms_patching_report_s3_bucket": bucket,
+              "patching_health_checks": ["echo healthy"]}
+    outputs = []
+
+    def play(playbook, run_id, **kwargs):
+        proc = run_playbook(playbook, env, inventory=inventory, extra_vars=dict(common, cms_patching_run_id=run_id, **kwargs.pop("extra", {})),
+                            extra_args=["-vvv"], **kwargs)
+        outputs.append(proc.stdout + proc.stderr)
+        return proc
+
+    listing = subprocess.run([str(Path(sys.executable).parent / "ansible-inventory"), "-i", str(inventory), "--list", "-vvv"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    outputs.append(listing.stdout + listing.stderr)
+    assert listing.returncode == 0, listing.stderr[-2000:]
+    site = play("playbooks/patch.yml", f"sec-{marker}")
+    assert "rolled_back" in site.stdout, site.stdout[-3000:]
+    web = next(i["instance_id"] for i in instances if i["name"] == "web-001")
+    assert play("playbooks/rollback.yml", f"secrb-{marker}", limit=web).returncode == 0, outputs[-1][-3000:]
+    assert play("playbooks/cleanup.yml", f"seccl-{marker}", extra={"backup_retention_count": 1}).returncode == 0, outputs[-1][-3000:]
+
+    # Paths the roles may not reach in a healthy run: a contended lock and a command cancelled at its timeout.
+    lock_args = {"instance_ids": [web], "region": "us-east-1"}
+    for args in ({"run_id": "sec-a"}, {"run_id": "sec-b"}, {"run_id": "sec-a", "state": "released"}):
+        assert run_module("ssm_instance_lock", dict(lock_args, **args), env)["rc"] == 0
+    sim.configure(command_s=3)
+    slow = run_module("ssm_command_run", {"step": "health", "instance_ids": [web], "commands": ["sleep 5"], "execution_timeout": 1,
+                                          "poll_interval": 0.2, "region": "us-east-1"}, env)
+    sim.configure(command_s=0.2)
+    assert slow["results"][0]["status"] == "Cancelled" and slow["results"][0]["outcome"] == "timed_out", slow
+    s3_objects = [seeder.client("s3").get_object(Bucket=bucket, Key=o["Key"])["Body"].read().decode()
+                  for o in seeder.client("s3").list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert s3_objects, "the reports were not uploaded"
+    return {"sim": sim, "secret": sim.secret, "token": token, "outputs": outputs, "reports": reports, "s3": s3_objects}
+
+
+def test_every_called_action_is_allowed_and_every_allowed_action_is_called(surface):
+    called = {IAM_ACTION.get(name, name) for name in surface["sim"].stats()["calls"]}
+    allowed = policy_actions()
+    assert called - allowed == set(), "called but not allowed by docs/iam-policy.json"
+    assert allowed - called == set(), "allowed by docs/iam-policy.json but never called"
+
+
+def test_deletions_are_limited_to_the_tools_own_resources():
+    statements = json.loads(POLICY.read_text())["Statement"]
+    for action in ("ec2:DeregisterImage", "ec2:DeleteSnapshot"):
+        granting = [s for s in statements if action in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])]
+        assert granting and all(s["Condition"] == {"StringEquals": {"aws:ResourceTag/cms-patching:managed": "true"}} for s in granting)
+    creating_tags = [s for s in statements if s["Action"] == "ec2:CreateTags" and "image/*" in json.dumps(s["Resource"])]
+    assert creating_tags and all("Condition" in s for s in creating_tags)
+
+
+def test_no_secret_reaches_output_reports_or_s3(surface):
+    texts = list(surface["outputs"]) + list(surface["s3"])
+    files = [p for p in surface["reports"].rglob("*") if p.is_file()]
+    assert len([p for p in files if p.name.startswith("report.")]) >= 6  # site and rollback runs x json/csv/html (cleanup writes none)
+    texts += [p.read_text(errors="replace") for p in files]
+    assert sum(len(t) for t in surface["outputs"]) > 100_000  # -vvv really was verbose
+    for secret in (surface["secret"], surface["token"]):
+        leaks = [i for i, text in enumerate(texts) if secret in text]
+        assert not leaks, f"secret found in output/report #{leaks}"
+
+
+def test_report_files_are_not_world_readable(surface):
+    paths = [surface["reports"]] + list(surface["reports"].rglob("*"))
+    assert any(p.name == ".lock" for p in paths) and any(p.name == "report.json" for p in paths)
+    for path in paths:
+        if path == surface["reports"]:
+            continue  # the parent is the user's choice; each run directory inside is the tool's
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        assert mode & 0o077 == 0, f"{path} has mode {oct(mode)}"

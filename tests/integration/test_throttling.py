@@ -1,0 +1,98 @@
+"""A throttling storm (30 % of EC2 and SSM requests refused) changes nothing in the outcome of a full run.
+
+Two identical fleets, each with its own access key, run the site playbook side by side: one with throttle_rate 0,
+one with 0.3. Per instance (matched by name) they must end with the same final status and reason, and in the
+throttled run no instance may be lost or handled twice: one image per backed-up instance, and each instance in
+exactly one patch SendCommand.
+"""
+
+import json
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import yaml
+
+from helpers import run_playbook
+
+GROUPS = [
+    {"count": 4, "name_prefix": "web"},
+    {"count": 2, "name_prefix": "win", "platform": "windows"},
+    {"count": 1, "name_prefix": "patchfail", "faults": ["patch-fail"]},
+    {"count": 1, "name_prefix": "amifail", "faults": ["ami-fail"]},
+    {"count": 1, "name_prefix": "offline", "faults": ["ssm-offline"]},
+]
+
+
+def full_run(sim, tmp_path, label, throttle_rate):
+    sim.configure(throttle_rate=throttle_rate)
+    tag = f"throttle-{label}-{uuid.uuid4().hex[:6]}"
+    instances = sim.seed({"region": "us-east-1", "tags": {"cms-test": tag}, "groups": GROUPS})
+    sim.reset_stats()  # seeding is not part of the run
+    hosts = {i["instance_id"]: {"instance_id": i["instance_id"], "region": i["region"], "account_id": i["account_id"]} for i in instances}
+    inventory = tmp_path / f"{label}.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": hosts}}))
+    run_id = f"thr-{label}-{uuid.uuid4().hex[:6]}"
+    proc = run_playbook("playbooks/patch.yml", sim.env, inventory=inventory, extra_vars={
+        "cms_patching_run_id": run_id, "cms_patching_report_dir": str(tmp_path / "reports"), "cms_patching_serial": [1, "50%"],
+        "cms_patching_max_fail_percentage": 100, "patching_poll_interval": 0.2, "backup_poll_interval": 0.2})
+    report = json.loads((tmp_path / "reports" / run_id / "report.json").read_text())
+    return {"instances": instances, "proc": proc, "report": report, "stats": sim.stats(), "run_id": run_id}
+
+
+def outcomes(run):
+    names = {i["instance_id"]: i["name"] for i in run["instances"]}
+    return {names[e["instance_id"]]: (e["final_status"], e.get("reason"), (e.get("discovery") or {}).get("reasons"))
+            for e in run["report"]["instances"]}
+
+
+@pytest.fixture(scope="module")
+def runs(sim_url, tmp_path_factory):
+    from conftest import Sim  # pylint: disable=import-outside-toplevel
+    calm, storm = Sim(sim_url), Sim(sim_url)
+    work = tmp_path_factory.mktemp("throttling")
+    with ThreadPoolExecutor(2) as pool:
+        calm_run, storm_run = pool.map(lambda args: full_run(*args), [(calm, work, "calm", 0.0), (storm, work, "storm", 0.3)])
+    storm.configure(throttle_rate=0.0)
+    storm_run["sim"] = storm
+    return calm_run, storm_run
+
+
+def test_same_outcome_per_instance_with_and_without_throttling(runs):
+    calm, storm = runs
+    assert outcomes(calm) == outcomes(storm)
+    assert calm["proc"].returncode == storm["proc"].returncode
+    statuses = {name: status for name, (status, _reason, _why) in outcomes(storm).items()}
+    assert statuses["web-001"] == "patched" and statuses["patchfail-001"] == "rolled_back"
+    assert statuses["amifail-001"] == "failed" and statuses["offline-001"] == "skipped"
+    assert len(statuses) == sum(g["count"] for g in GROUPS)  # nobody lost
+
+
+def test_the_storm_really_throttled(runs):
+    _calm, storm = runs
+    # Throttled requests are retried: the storm needs clearly more requests for the same work.
+    calm_total = sum(runs[0]["stats"]["calls"].values())
+    storm_total = sum(storm["stats"]["calls"].values())
+    assert storm_total > calm_total * 1.2, (calm_total, storm_total)
+
+
+def test_no_instance_is_processed_twice_under_throttling(runs):
+    _calm, storm = runs
+    sim = storm["sim"]
+    ec2, ssm = sim.client("ec2"), sim.client("ssm")
+    ids = [i["instance_id"] for i in storm["instances"]]
+    images = ec2.describe_images(Owners=["self"], Filters=[{"Name": "tag:cms-patching:source-instance", "Values": ids}])["Images"]
+    per_instance = {}
+    for image in images:
+        source = next(t["Value"] for t in image["Tags"] if t["Key"] == "cms-patching:source-instance")
+        per_instance[source] = per_instance.get(source, 0) + 1
+    names = {i["instance_id"]: i["name"] for i in storm["instances"]}
+    backed_up = {i for i in ids if not names[i].startswith(("amifail", "offline"))}
+    assert per_instance == {i: 1 for i in backed_up}
+
+    patched = {}
+    for command in ssm.get_paginator("list_commands").paginate().build_full_result()["Commands"]:
+        if command["Comment"] == f"cms-patching {storm['run_id']} patch":
+            for instance_id in command["InstanceIds"]:
+                patched[instance_id] = patched.get(instance_id, 0) + 1
+    assert patched == {i: 1 for i in backed_up}

@@ -48,6 +48,8 @@ def run_directory(report_dir, run_id, slice_name=None):
 
 def derive_final_status(entry):
     """An explicit status from the patching phase wins; otherwise the furthest phase reached decides."""
+    if entry.get("reason") == "locked_by_other_run":
+        return "skipped"
     if entry.get("final_status") in ("patched", "failed", "rolled_back"):
         return entry["final_status"]
     discovery = entry.get("discovery") or {}

@@ -41,7 +41,9 @@ def main():
             env.pop(name, None)
         fleet = seed(DEMO_FLEET, sim.url, access_key="demo", secret_key="demo")
         print(f"simulator at {sim.url}: seeded {len(fleet)} demo instances")
-        cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "playbooks/patch.yml", "-i", "inventories/aws_ec2.yml"]
+        cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "playbooks/patch.yml", "-i", "inventories/aws_ec2.yml",
+               # The simulator's images and commands finish in a second: poll as often (real AWS keeps the defaults).
+               "-e", json.dumps({"backup_poll_interval": 1, "patching_poll_interval": 1})]
         print("running:", " ".join(cmd), flush=True)
         rc = subprocess.call(cmd, cwd=ROOT, env=env)
         reports = sorted((ROOT / "reports").glob("*/report.json"), key=lambda p: p.stat().st_mtime)

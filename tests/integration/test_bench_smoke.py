@@ -45,5 +45,5 @@ def test_full_run_of_50_stays_within_the_call_budget(sim, tmp_path):
     # Per wave (each below 50 instances here): one patch command, and one pre-check command per platform in the wave.
     assert 2 * len(sizes) <= calls["ssm:SendCommand"] <= 3 * len(sizes)
     total = sum(calls.values())
-    assert total <= sum(terms.values()), (total, calls, terms)
+    assert total <= sum(terms.values()), json.dumps({"total": total, "calls": calls, "budget": terms}, sort_keys=True)
     assert total <= a * N + b * len(sizes) + c

@@ -12,7 +12,7 @@ from helpers import run_module
 
 def fresh_ids(count):
     """Locks only need ids, not instances: unique ids keep parallel tests apart in the shared Parameter Store."""
-    return [f"i-{uuid.uuid4().hex[:17]}" for _ in range(count)]
+    return [f"i-{uuid.uuid4().hex[:17]}" for _n in range(count)]
 
 
 def lock(sim, ids, run_id, state="acquired", ttl=600, check_mode=False):

@@ -7,6 +7,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PYTHONPATH := $(CURDIR)/tests/simulator
+export CMS_VENV := $(CURDIR)/$(VENV)
 
 .PHONY: setup demo test lint sanity pytest sim clean bench
 

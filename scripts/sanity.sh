@@ -4,7 +4,7 @@
 # venv first downloads get-pip, which cannot be reached here: a stand-in uses ensurepip + PyPI.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-venv="$root/.venv"
+venv="${CMS_VENV:-$root/.venv}"
 py="$venv/bin/python"
 pyver=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 site=$("$py" -c 'import ansible_collections.amazon.aws as m, os; print(os.path.dirname(os.path.dirname(list(m.__path__)[0])))')

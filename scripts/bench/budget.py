@@ -31,6 +31,7 @@ PER_BATCH = {
     "patch": 1 + 1 + 1 + 3 + 2 + 2,   # DII + DIPS before, SendCommand, LCI 2+1, DII until Online (2), DIPS until fresh (2)
 }
 PER_WAVE = 1 + 1                # DescribeImages (backup gate, <= 200 ids) + CreateTags (one per final status; 1 when all pass)
+LOCK_BATCH = 10             # GetParameters and DeleteParameters take at most 10 names
 PER_RUN = 2                     # sts:GetCallerIdentity + iam:ListAccountAliases (aws_caller_info, once per invocation)
 BACKUP_PER_200 = 1 + 3 + 2 + 1  # DescribeImages (reuse lookup), DescribeImages polls, DescribeSnapshots, CreateTags verified
 
@@ -53,6 +54,10 @@ def full_run(n, sizes=None, platforms=2):
         "patch per SSM batch": PER_BATCH["patch"] * batches,
         "per wave (gate DescribeImages, CreateTags)": PER_WAVE * len(sizes),
         "per run (caller identity)": PER_RUN,
+        # The run lock (issue 9): SSM has no batched compare-and-set, so one PutParameter per instance; the backup play
+        # reads the locks first (GetParameters per 10) and each wave releases its own (GetParameters + DeleteParameters per 10).
+        "run locks (PutParameter per instance, Get/DeleteParameters per 10)": n + math.ceil(n / LOCK_BATCH)
+        + sum(2 * math.ceil(w / LOCK_BATCH) for w in sizes),
     }
     return terms
 
@@ -60,7 +65,7 @@ def full_run(n, sizes=None, platforms=2):
 def linear_form(platforms=2):
     """(a, b, c) with full_run(n) <= a*n + b*waves + c, using ceil(x/k) <= x/k + 1 for every batched term."""
     per_batch = PER_BATCH["precheck"] + PER_BATCH["patch"]
-    a = 1 + 3 / SSM_BATCH + 2 / PAGE + BACKUP_PER_200 / EC2_BATCH + per_batch / SSM_BATCH
-    b = per_batch + PER_BATCH["precheck"] * (platforms - 1) + PER_WAVE
-    c = 3 + 2 + BACKUP_PER_200 + PER_RUN
+    a = 1 + 3 / SSM_BATCH + 2 / PAGE + BACKUP_PER_200 / EC2_BATCH + per_batch / SSM_BATCH + 1 + 3 / LOCK_BATCH
+    b = per_batch + PER_BATCH["precheck"] * (platforms - 1) + PER_WAVE + 2
+    c = 3 + 2 + BACKUP_PER_200 + PER_RUN + 1
     return round(a, 4), b, c

@@ -109,6 +109,7 @@ def test_empty_selection_is_a_valid_empty_result(sim):
     ({"region": "us-nowhere-1"}, "unknown region 'us-nowhere-1'"),
     ({"allow_asg_members": "maybe"}, "allow_asg_members"),
     ({"page_size": 0}, "page_size must be between 5 and 1000"),
+    ({"filters": {"bogus-filter": "x"}}, "InvalidParameterValue: The filter 'bogus-filter' is invalid"),
 ])
 def test_bad_input_is_one_line_and_changes_nothing(sim, args, message):
     result = run_module("ec2_patch_scan", args, sim.env)

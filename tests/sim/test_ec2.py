@@ -46,6 +46,14 @@ def test_max_results_range_is_validated(sim):
     assert err.value.response["Error"]["Code"] == "InvalidParameterValue"
 
 
+def test_unknown_filter_name_is_a_client_error(sim):
+    with pytest.raises(ClientError) as err:
+        sim.client("ec2").describe_instances(Filters=[{"Name": "bogus-filter", "Values": ["x"]}])
+    assert err.value.response["Error"]["Code"] == "InvalidParameterValue"
+    assert "The filter 'bogus-filter' is invalid" in err.value.response["Error"]["Message"]
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
 def test_windows_platform_from_tag(sim):
     win = sim.ids(platform="windows")[0]
     lin = sim.ids(platform="linux")[0]

@@ -12,7 +12,7 @@ from moto.ec2.models.elastic_block_store import EBSBackend
 from moto.ec2.models.instances import Instance, InstanceBackend
 from moto.ec2.models.tags import TagBackend
 from moto.ec2.responses import EC2Response
-from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix, passes_filter_dict
+from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, filter_dict_attribute_mapping, get_prefix, is_tag_filter, passes_filter_dict
 
 XMLNS = "http://ec2.amazonaws.com/doc/2016-11-15/"
 
@@ -216,6 +216,10 @@ def describe_instances(self):
     """DescribeInstances paginated by instance count (AWS: MaxResults 5..1000), filters kept."""
     self.error_on_dryrun()
     filters = self._filters_from_querystring()
+    for name in filters or {}:
+        # AWS answers an unknown filter name with a 400; moto would raise NotImplementedError (a 500 that boto3 retries).
+        if name not in filter_dict_attribute_mapping and not is_tag_filter(name):
+            raise EC2ClientError("InvalidParameterValue", f"The filter '{name}' is invalid")
     instance_ids = self._get_param("InstanceIds", [])
     max_results = self._get_param("MaxResults")
     token = self._get_param("NextToken")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.cms.patching.plugins.module_utils.fleet import HostError, host_instance_map, index_results
+from ansible_collections.cms.patching.plugins.module_utils.fleet import HostError, host_instance_map, host_results, index_results
 from ansible_collections.cms.patching.plugins.module_utils.fleet import partition_hosts as _partition_hosts
 
 
@@ -24,4 +24,5 @@ class FilterModule:
             "partition_hosts": partition_hosts,
             "index_results": index_results,
             "host_instance_map": host_instance_map,
+            "host_results": host_results,
         }

@@ -48,3 +48,21 @@ def index_results(results, key, id_key="instance_id"):
 def host_instance_map(hosts, hostvars):
     """{instance_id: inventory_hostname}, to hand per-instance results back to hosts."""
     return {instance_id_of(h, hostvars): h for h in hosts if instance_id_of(h, hostvars)}
+
+
+def host_results(hosts, hostvars, index, patch_groups=None):
+    """[{host, result}] for the hosts whose instance has an entry in `index`, computed once for a whole play.
+
+    With `patch_groups`, an instance outside them is made ineligible with reason not_in_patch_group.
+    """
+    if isinstance(patch_groups, str):
+        patch_groups = [g.strip() for g in patch_groups.split(",") if g.strip()]
+    pairs = []
+    for name in hosts:
+        result = index.get(instance_id_of(name, hostvars))
+        if result is None:
+            continue
+        if patch_groups and result.get("patch_group") not in patch_groups:
+            result = dict(result, eligible=False, reasons=list(result.get("reasons") or []) + ["not_in_patch_group"])
+        pairs.append({"host": name, "result": result})
+    return pairs

@@ -1,4 +1,4 @@
-"""The site playbook end to end over a mixed fleet (two accounts, two regions) with every simulator fault.
+"""The site playbook end to end over a mixed fleet of about 60 (two accounts, two regions) with every simulator fault.
 
 One full run serves many assertions: each faulty instance ends as the patching contract's fault table says, in the
 report and in PLAY RECAP; every other instance is patched and compliant; and the safety invariants hold in AWS.
@@ -41,12 +41,12 @@ def site_run(sim_url, tmp_path_factory):
     sim = Sim(sim_url)
     sim.configure(**FAST)
     tag = f"site-{uuid.uuid4().hex[:8]}"
-    groups = [group("ok", 4), group("ok", 2, platform="windows", name_prefix="okwin")]
+    groups = [group("ok", 20), group("ok", 6, platform="windows", name_prefix="okwin")]
     groups += [group(kind) for kind in TABLE if kind != "ok"]
     groups += [group("patchfail", platform="windows", name_prefix="patchfailwin"), group("health", platform="windows", name_prefix="healthwin")]
-    groups += [group("ok", 2, region="eu-west-1", name_prefix="okeu"), group("patchfail", region="eu-west-1", name_prefix="patchfaileu"),
+    groups += [group("ok", 6, region="eu-west-1", name_prefix="okeu"), group("patchfail", region="eu-west-1", name_prefix="patchfaileu"),
                group("offline", region="eu-west-1", name_prefix="offlineeu")]
-    groups += [group("ok", 2, account_id=OTHER_ACCOUNT, name_prefix="okacct"), group("amifail", account_id=OTHER_ACCOUNT, name_prefix="amifailacct"),
+    groups += [group("ok", 6, account_id=OTHER_ACCOUNT, name_prefix="okacct"), group("amifail", account_id=OTHER_ACCOUNT, name_prefix="amifailacct"),
                group("health", account_id=OTHER_ACCOUNT, name_prefix="healthacct")]
     instances = sim.seed({"region": "us-east-1", "tags": {"cms-test": tag}, "groups": groups})
 

@@ -9,7 +9,7 @@ venv=${2:-.venv}
 # the interpreter under pyenv's versions/ directory.
 if ! "$python" -c 'import sys' >/dev/null 2>&1; then
   root=$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")
-  found=$(ls -d "$root"/versions/*/bin/"$python" 2>/dev/null | sort -V | tail -n 1 || true)
+  found=$(printf '%s\n' "$root"/versions/*/bin/"$python" | grep -v '\*' | sort -V | tail -n 1 || true)
   [ -n "$found" ] || { echo "setup: interpreter '$python' does not run and is not under pyenv" >&2; exit 2; }
   python=$found
 fi

@@ -63,7 +63,7 @@ class Peak:
         while not self._stop.is_set():
             sizes = [rss(pid) for pid in tree(self.root)]
             total = sum(sizes)
-            self.max_single = max(self.max_single, max(sizes, default=0))
+            self.max_single = max(self.max_single, *sizes) if sizes else self.max_single
             if total > self.max_sum:
                 self.max_sum, self.procs_at_peak = total, len(sizes)
             self._stop.wait(self.interval)

@@ -141,15 +141,17 @@ def test_discovery_job_through_ansible_runner(fleet, tmp_path):
     stats = stats_of(events)
     # PLAY RECAP as AWX stores it per host: every instance ok, ineligible ones skipped, none failed or unreachable.
     assert stats["failures"] == {} and stats["dark"] == {}
-    assert set(stats["ok"]) == ids and all(stats["ok"][h] > 0 for h in ids)
+    # localhost is the settings-check play that runs before the phases.
+    assert set(stats["ok"]) == ids | {"localhost"} and all(stats["ok"][h] > 0 for h in ids)
     by_name = {i["name"]: i["instance_id"] for i in instances}
     for name, iid in by_name.items():
         if expected_reasons(name):
             assert stats["skipped"].get(iid, 0) > 0, name
-    # --tags discovery: the other plays run nothing but their always-tagged argument checks.
+    # --tags discovery: besides the settings check (tagged always), the other plays run nothing but their
+    # always-tagged argument checks.
     ran = [e["event_data"] for e in events if e["event"].startswith("runner_on_")]
     assert {d["play"] for d in ran if d["play"].startswith("Discovery")} and all(
-        d["play"].startswith("Discovery") or d["task"].startswith("Validating arguments") for d in ran)
+        d["play"].startswith(("Discovery", "Check the run settings")) or d["task"].startswith("Validating arguments") for d in ran)
     # AWX's host summaries come from this event; they must agree with the per-host job events.
     for kind, event in (("ok", "runner_on_ok"), ("skipped", "runner_on_skipped")):
         counted = {}
@@ -203,7 +205,7 @@ def test_two_slices_of_the_sliced_template_share_a_run_and_write_apart(fleet, tm
         assert proc.returncode == 0, proc.stdout[-4000:]
         ids = {i["instance_id"] for i in part}
         stats = stats_of(events)
-        assert stats["failures"] == {} and set(stats["ok"]) == ids
+        assert stats["failures"] == {} and set(stats["ok"]) == ids | {"localhost"}
         assert stats["artifact_data"]["cms_patching_run_id"] == "awx-500"
         run_dir = shared / "awx-500"
         report = json.loads((run_dir / f"slice-{500 + number}" / "report.json").read_text())

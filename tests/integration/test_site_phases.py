@@ -66,7 +66,8 @@ def test_patching_job_the_next_day_finds_backups_in_aws(sim, tmp_path):
 
 
 def test_check_mode_is_a_dry_run_with_zero_mutating_calls(sim, tmp_path):
-    instances, inventory = fleet(sim, tmp_path, [{"count": 3, "name_prefix": "db"}, {"count": 1, "name_prefix": "ex", "tags": {"cms-patching:exclude": "true"}}])
+    excluded = {"count": 1, "name_prefix": "ex", "tags": {"cms-patching:exclude": "true"}}
+    instances, inventory = fleet(sim, tmp_path, [{"count": 3, "name_prefix": "db"}, excluded])
     sim.reset_stats()
     run_id = f"dry-{uuid.uuid4().hex[:8]}"
     proc = run(sim, tmp_path, inventory, run_id, check=True)

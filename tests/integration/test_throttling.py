@@ -70,10 +70,10 @@ def test_same_outcome_per_instance_with_and_without_throttling(runs):
 
 def test_the_storm_really_throttled(runs):
     _calm, storm = runs
-    # Throttled requests are retried: the storm needs clearly more requests for the same work.
-    calm_total = sum(runs[0]["stats"]["calls"].values())
+    # The simulator counts the requests it answered with a throttling error; every one was retried.
+    assert runs[0]["stats"]["throttled"] == 0
     storm_total = sum(storm["stats"]["calls"].values())
-    assert storm_total > calm_total * 1.2, (calm_total, storm_total)
+    assert storm["stats"]["throttled"] > 0.15 * storm_total, (storm["stats"]["throttled"], storm_total)
 
 
 def test_no_instance_is_processed_twice_under_throttling(runs):

@@ -27,7 +27,7 @@ def test_per_key_stats_count_actions_and_mutations(sim):
                               "ssm:DescribeInstanceInformation": 1, "sts:GetCallerIdentity": 1}
     assert stats["mutating"] == {"ec2:RunInstances": 1, "ec2:CreateTags": 1}
     other = Sim(sim.url)
-    assert other.stats() == {"calls": {}, "mutating": {}}
+    assert other.stats() == {"calls": {}, "mutating": {}, "throttled": 0}
     http(f"{sim.url}/_sim/stats/reset?key={sim.key}", "POST")
     assert sim.stats()["calls"] == {}
 
@@ -38,8 +38,10 @@ def test_throttling_is_retried_transparently(sim):
     for _attempt in range(10):
         ec2.describe_instances(MaxResults=5)
         ssm.describe_instance_information(MaxResults=5)
-    calls = sim.stats()["calls"]
+    stats = sim.stats()
+    calls = stats["calls"]
     assert calls["ec2:DescribeInstances"] > 10 and calls["ssm:DescribeInstanceInformation"] > 10  # retries happened
+    assert stats["throttled"] == sum(calls.values()) - 20  # every extra request was a throttled one
 
 
 def test_throttling_error_shapes(sim):

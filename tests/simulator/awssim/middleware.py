@@ -84,6 +84,7 @@ class SimMiddleware:
             return self._auth_failure(service, start_response)
         rate = state.ACCOUNTING.setting("throttle_rate", akid)
         if rate > 0 and service in ("ec2", "ssm") and random.random() < rate:
+            state.ACCOUNTING.record_throttle(akid)
             return self._throttle(service, start_response)
         if service == "sts" and action == "AssumeRole":
             return self._track_assume_role(environ, start_response, akid)

@@ -58,6 +58,7 @@ class Accounting:
         self.parents: dict[str, str] = {}
         self.calls: Counter = Counter()
         self.key_calls: dict[str, Counter] = {}
+        self.throttled: Counter = Counter()  # per root key; None counts everything
 
     def root_key(self, akid: str | None) -> str | None:
         seen = 0
@@ -73,19 +74,29 @@ class Accounting:
             if root:
                 self.key_calls.setdefault(root, Counter())[name] += 1
 
+    def record_throttle(self, akid: str | None) -> None:
+        with _LOCK:
+            self.throttled[None] += 1
+            root = self.root_key(akid)
+            if root:
+                self.throttled[root] += 1
+
     def stats(self, key: str | None = None) -> dict:
         with _LOCK:
             calls = dict(self.calls) if key is None else dict(self.key_calls.get(self.root_key(key), {}))
+            throttled = self.throttled[None if key is None else self.root_key(key)]
         mutating = {k: v for k, v in calls.items() if is_mutating(k)}
-        return {"calls": calls, "mutating": mutating}
+        return {"calls": calls, "mutating": mutating, "throttled": throttled}
 
     def reset(self, key: str | None = None) -> None:
         with _LOCK:
             if key is None:
                 self.calls.clear()
                 self.key_calls.clear()
+                self.throttled.clear()
             else:
                 self.key_calls.pop(self.root_key(key), None)
+                self.throttled.pop(self.root_key(key), None)
 
     def set_config(self, values: dict, key: str | None = None) -> None:
         values = validate_config(values)

@@ -64,12 +64,27 @@ def resumed(sim_url, tmp_path_factory):
     second = kill_when(start_playbook(sim.env, inventory, extra, work / "run2.log"), work / "run2.log",
                        lambda: len(patch_targets(sim, run_id)) > 1)
     canary_tags = status_tags(sim, instances)
-    # 3. Resumed to the end.
+    # 3. Resumed to the end, once the killed run's last patch command and its reboots are over (an operator re-runs a
+    # killed job later, not within the same second; a reboot in progress would fail that instance's pre-check).
     sim.configure(command_s=0.2)
+    wait_until_quiet(sim, instances, run_id)
     final = run_playbook("playbooks/patch.yml", sim.env, inventory=inventory, extra_vars=extra)
     report = json.loads((work / "reports" / run_id / "report.json").read_text())
     return {"sim": sim, "instances": instances, "run_id": run_id, "pending_after_kill": pending_after_kill, "second": second,
             "canary_tags": canary_tags, "final": final, "report": report}
+
+
+def wait_until_quiet(sim, instances, run_id, timeout=60):
+    ssm, ids = sim.client("ssm"), [i["instance_id"] for i in instances]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        commands = ssm.get_paginator("list_commands").paginate().build_full_result()["Commands"]
+        busy = [c for c in commands if c["Comment"].startswith(f"cms-patching {run_id} ") and c["Status"] in ("Pending", "InProgress")]
+        online = ssm.describe_instance_information(Filters=[{"Key": "InstanceIds", "Values": ids}])["InstanceInformationList"]
+        if not busy and len(online) == len(ids) and all(i["PingStatus"] == "Online" for i in online):
+            return
+        time.sleep(0.5)
+    raise AssertionError("the killed run's commands did not finish")
 
 
 def images_per_instance(sim, instances):

@@ -130,7 +130,9 @@ def test_no_instance_was_patched_without_a_verified_backup(site_run):
             assert len(command["InstanceIds"]) <= 50
             patched_targets.update(command["InstanceIds"])
     verified = set()
-    for image in ec2.describe_images(Owners=["self"], Filters=[{"Name": "tag:cms-patching:verified", "Values": ["true"]}])["Images"]:
+    fleet_ids = [i["instance_id"] for i in site_run["instances"] if i["region"] == "us-east-1" and i["account_id"] != OTHER_ACCOUNT]
+    for image in ec2.describe_images(Owners=["self"], Filters=[{"Name": "tag:cms-patching:verified", "Values": ["true"]},
+                                                               {"Name": "tag:cms-patching:source-instance", "Values": fleet_ids}])["Images"]:
         tags = {t["Key"]: t["Value"] for t in image.get("Tags", [])}
         assert tags["cms-patching:managed"] == "true"
         verified.add(tags["cms-patching:source-instance"])

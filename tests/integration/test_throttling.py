@@ -34,7 +34,7 @@ def full_run(sim, tmp_path, label, throttle_rate):
     inventory.write_text(yaml.safe_dump({"all": {"hosts": hosts}}))
     run_id = f"thr-{label}-{uuid.uuid4().hex[:6]}"
     proc = run_playbook("playbooks/patch.yml", sim.env, inventory=inventory, extra_vars={
-        "cms_patching_run_id": run_id, "cms_patching_report_dir": str(tmp_path / "reports"), "cms_patching_serial": [1, "50%"],
+        "cms_patching_run_id": run_id, "cms_patching_report_dir": str(tmp_path / "reports"), "cms_patching_serial": ["100%"],
         "cms_patching_max_fail_percentage": 100, "patching_poll_interval": 0.2, "backup_poll_interval": 0.2})
     report = json.loads((tmp_path / "reports" / run_id / "report.json").read_text())
     return {"instances": instances, "proc": proc, "report": report, "stats": sim.stats(), "run_id": run_id}

@@ -22,10 +22,12 @@ subprocess.run([sys.executable, "-m", "pip", "install"] + args, check=True)
 PY
 done
 
-# Outside the checkout: inside it, ansible-test would ask git and see only ignored files.
-work="${TMPDIR:-/tmp}/cms-patching-sanity/ansible_collections"
+# Outside the checkout (inside it, ansible-test would ask git and see only ignored files), and one directory per
+# run, so two runs at once (two interpreters) never delete each other's copy.
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/cms-patching-sanity.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+work="$tmp/ansible_collections"
 dest="$work/cms/patching"
-rm -rf "$dest"
 mkdir -p "$dest" "$work/amazon"
 ln -sfn "$site/amazon/aws" "$work/amazon/aws"
 cd "$root"

@@ -25,9 +25,9 @@ GROUPS = [
 
 
 def full_run(sim, tmp_path, label, throttle_rate):
-    sim.configure(throttle_rate=throttle_rate)
     tag = f"throttle-{label}-{uuid.uuid4().hex[:6]}"
     instances = sim.seed({"region": "us-east-1", "tags": {"cms-test": tag}, "groups": GROUPS})
+    sim.configure(throttle_rate=throttle_rate)  # after seeding: the storm is for the tool, not for the test's own set-up
     sim.reset_stats()  # seeding is not part of the run
     hosts = {i["instance_id"]: {"instance_id": i["instance_id"], "region": i["region"], "account_id": i["account_id"]} for i in instances}
     inventory = tmp_path / f"{label}.yml"

@@ -13,12 +13,16 @@ def _seed_and_describe(sim, count: int) -> tuple[float, float]:
     seed_s = time.time() - start
     assert len(seeded) == count and sim.stats()["calls"]["ec2:RunInstances"] == -(-count // 500)
     ec2 = sim.client("ec2")
-    start = time.time()
-    found = 0
-    for page in ec2.get_paginator("describe_instances").paginate(PaginationConfig={"PageSize": 1000}):
-        found += sum(len(r["Instances"]) for r in page["Reservations"])
-    assert found >= count
-    return seed_s, (time.time() - start) * count / found
+    best = None
+    for _attempt in range(3):  # the best of three: a busy CI box must not time its neighbours' work
+        start = time.time()
+        found = 0
+        for page in ec2.get_paginator("describe_instances").paginate(PaginationConfig={"PageSize": 1000}):
+            found += sum(len(r["Instances"]) for r in page["Reservations"])
+        assert found >= count
+        elapsed = (time.time() - start) * count / found
+        best = elapsed if best is None else min(best, elapsed)
+    return seed_s, best
 
 
 def test_seed_and_describe_2000_instances(sim):

@@ -60,8 +60,8 @@ options:
     default: true
   poll_interval:
     description:
-      - Seconds between two polls. Each poll is one C(ListCommandInvocations) per command (per 50 instances), never one call
-        per instance.
+      - Seconds between two polls. Each poll is one C(ListCommands) for all the open commands (50 commands a page), never one
+        call per instance; a command's C(ListCommandInvocations) follows once it has finished.
     type: float
     default: 10.0
 """

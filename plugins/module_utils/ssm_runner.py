@@ -1,14 +1,17 @@
 # -*- coding: utf-8 -*-
 # Copyright: cms.patching contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Batched SSM Run Command: send to at most 50 instances per command, poll per command, classify per instance.
+"""Batched SSM Run Command: send to at most 50 instances per command, poll all open commands at once, classify per instance.
 
+Each poll is one ListCommands (ExecutionStage=Executing, since the first send, up to 50 commands a page); a command's
+invocations are listed (with output) only once it has left that stage, or when its deadline needs per-instance states.
 Time is read through injectable `clock`/`sleep` so the deadline logic is unit-testable without waiting.
 """
 
 from __future__ import annotations
 
 import time
+from datetime import timedelta, timezone
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -62,7 +65,7 @@ class SentCommand:
 
 
 class SsmRunner:
-    """Runs CommandRequests for a run (RunConfig): SendCommand per 50 ids, ListCommandInvocations per command."""
+    """Runs CommandRequests for a run (RunConfig): SendCommand per 50 ids, one ListCommands per poll."""
 
     def __init__(self, ssm, config, clock=time.monotonic, sleep=time.sleep, cancel_grace=CANCEL_GRACE_S):
         self.ssm = ssm
@@ -101,18 +104,22 @@ class SsmRunner:
         return commands
 
     def wait(self, commands):
-        """Poll each open command once per poll_interval until all are terminal; enforce each one's deadline."""
+        """Poll the open commands once per poll_interval until all are terminal; enforce each one's deadline."""
         results = {}
         for cmd in commands:
             if cmd.send_error:
                 results.update({i: OperationResult(i, outcome="undeliverable", error=cmd.send_error) for i in cmd.instance_ids})
         open_cmds = [c for c in commands if c.command_id]
         while open_cmds:
+            executing = self._executing(open_cmds)
             still_open = []
             for cmd in open_cmds:
-                self._poll(cmd)
+                if cmd.command_id in executing and cmd.cancelled_at is None and self.clock() < cmd.deadline:
+                    still_open.append(cmd)  # AWS says it is still running: nothing to read per instance yet
+                    continue
+                details = self._details(cmd)  # left the Executing stage (or unknown): its invocations, with output
                 if not cmd.open_ids() or self._grace_over(cmd):
-                    results.update(self._finish(cmd))
+                    results.update({i: self._result(cmd, i, details.get(i, {})) for i in cmd.instance_ids})
                     continue
                 if cmd.cancelled_at is None and self.clock() >= cmd.deadline:
                     self._cancel(cmd)
@@ -122,17 +129,21 @@ class SsmRunner:
                 self.sleep(self.config.poll_interval)
         return results
 
-    def _poll(self, cmd):
+    def _executing(self, cmds):
+        """Ids of the commands AWS lists as still executing; empty when the listing fails (then each is read alone)."""
+        filters = [{"key": "ExecutionStage", "value": "Executing"}]
+        since = min((c.requested_at for c in cmds if hasattr(c.requested_at, "astimezone")), default=None)
+        if since is not None:  # one second early: the filter has second precision
+            start = since.astimezone(timezone.utc) - timedelta(seconds=1)
+            filters.append({"key": "InvokedAfter", "value": start.strftime("%Y-%m-%dT%H:%M:%SZ")})
         try:
-            invocations = paginate(self.ssm, "list_command_invocations", "CommandInvocations", CommandId=cmd.command_id, Details=False)
+            return {c["CommandId"] for c in paginate(self.ssm, "list_commands", "Commands", Filters=filters)}
         except Exception as e:  # pylint: disable=broad-except
             if not is_aws_error(e):
                 raise
-            cmd.last_error = aws_error_message(e, "ssm:ListCommandInvocations", cmd.command_id)
-            return  # transient: the next poll retries; the deadline still bounds the wait
-        for inv in invocations:
-            if inv.get("InstanceId") in cmd.instance_ids:
-                cmd.states[inv["InstanceId"]] = (inv.get("Status"), inv.get("StatusDetails"))
+            for cmd in cmds:
+                cmd.last_error = aws_error_message(e, "ssm:ListCommands", cmd.command_id)
+            return set()
 
     def _grace_over(self, cmd):
         return cmd.cancelled_at is not None and self.clock() >= cmd.cancelled_at + self.cancel_grace
@@ -149,11 +160,6 @@ class SsmRunner:
                 raise
             cmd.last_error = aws_error_message(e, "ssm:CancelCommand", cmd.command_id)
 
-    def _finish(self, cmd):
-        """Per-instance results of a closed command, with output excerpts from one Details=true listing."""
-        details = self._details(cmd)
-        return {i: self._result(cmd, i, details.get(i, {})) for i in cmd.instance_ids}
-
     def _details(self, cmd):
         try:
             invocations = paginate(self.ssm, "list_command_invocations", "CommandInvocations", CommandId=cmd.command_id, Details=True)
@@ -164,7 +170,7 @@ class SsmRunner:
             return {}
         found = {inv.get("InstanceId"): inv for inv in invocations}
         for iid, inv in found.items():
-            if iid in cmd.instance_ids:  # the details call is newer than the last poll
+            if iid in cmd.instance_ids:
                 cmd.states[iid] = (inv.get("Status"), inv.get("StatusDetails"))
         return found
 

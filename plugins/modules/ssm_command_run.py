@@ -13,8 +13,8 @@ version_added: 0.1.0
 description:
   - Runs commands with C(AWS-RunShellScript) on Linux and C(AWS-RunPowerShellScript) on Windows, the document chosen by each
     instance's platform (given in O(targets), otherwise read with C(DescribeInstanceInformation) in batches of 50).
-  - Instances with the same document and commands form a group; each group is one C(SendCommand) per 50 instances, polled per
-    command with C(ListCommandInvocations).
+  - Instances with the same document and commands form a group; each group is one C(SendCommand) per 50 instances. All the
+    commands are polled together with one C(ListCommands) per poll; a command's invocations are listed once it has finished.
   - Any non-zero exit fails the instance. Linux scripts run with C(set -e); on Windows each command is followed by a check of C($?).
   - "O(services) restarts each service (C(systemctl restart) / C(Restart-Service)), waits up to 30 seconds for it to be active
     and fails the instance if it is not (C(systemctl is-active) / C(Get-Service))."

@@ -11,8 +11,9 @@ module: ssm_patch_run
 short_description: Patch many instances with AWS-RunPatchBaseline through SSM Run Command and verify each one
 version_added: 0.1.0
 description:
-  - Runs C(AWS-RunPatchBaseline) (or C(AWS-RunPatchBaselineWithHooks)) with one C(SendCommand) per 50 instances, polls each
-    command with C(ListCommandInvocations) (never once per instance) and reports one outcome per instance.
+  - Runs C(AWS-RunPatchBaseline) (or C(AWS-RunPatchBaselineWithHooks)) with one C(SendCommand) per 50 instances, polls all
+    its commands with one C(ListCommands) per poll, lists a command's invocations (C(ListCommandInvocations)) once it has
+    finished, never once per instance, and reports one outcome per instance.
   - "Outcomes of the command: V(success), V(failed), V(timed_out) (it ran, but not to its end), V(delivery_timed_out) and
     V(undeliverable) (nothing ran on the instance), V(cancelled) (someone else cancelled it), V(terminated) (SSM stopped it
     because O(max_errors) was exceeded)."

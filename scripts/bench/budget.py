@@ -27,9 +27,11 @@ PAGE = 1000         # DescribeInstances page size
 # Calls per 50-instance SSM batch of a wave, with polls at least as long as the simulated durations
 # (each wait then ends by its second poll). See docs/performance.md for the derivation.
 PER_BATCH = {
-    "precheck": 1 + 3,          # SendCommand + ListCommandInvocations (2 polls + 1 Details listing)
-    "patch": 1 + 1 + 1 + 3 + 2 + 2,   # DII + DIPS before, SendCommand, LCI 2+1, DII until Online (2), DIPS until fresh (2)
+    "precheck": 1 + 1,          # SendCommand + one ListCommandInvocations (Details) once the command has finished
+    "patch": 1 + 1 + 1 + 1 + 2 + 2,   # DII + DIPS before, SendCommand, LCI 1, DII until Online (2), DIPS until fresh (2)
 }
+POLLS = 2                       # ListCommands per command step (pre-check, patch) per wave: still running, then finished
+STEPS = 2                       # command steps per wave: pre-check and patch (restart/health only when configured)
 PER_WAVE = 1 + 1                # DescribeImages (backup gate, <= 200 ids) + CreateTags (one per final status; 1 when all pass)
 LOCK_BATCH = 10             # GetParameters and DeleteParameters take at most 10 names
 PER_RUN = 2                     # sts:GetCallerIdentity + iam:ListAccountAliases (aws_caller_info, once per invocation)
@@ -52,6 +54,10 @@ def full_run(n, sizes=None, platforms=2):
         # Pre-checks go out per platform (different documents), so a wave may hold one more pre-check batch per platform.
         "pre-checks per SSM batch": PER_BATCH["precheck"] * (batches + (platforms - 1) * len(sizes)),
         "patch per SSM batch": PER_BATCH["patch"] * batches,
+        # One ListCommands per poll for every open command of the step (50 commands a page).
+        "ListCommands polls (2 per step per wave)": sum(
+            POLLS * (math.ceil((math.ceil(w / SSM_BATCH) + platforms - 1) / SSM_BATCH) + math.ceil(math.ceil(w / SSM_BATCH) / SSM_BATCH))
+            for w in sizes),
         "per wave (gate DescribeImages, CreateTags)": PER_WAVE * len(sizes),
         "per run (caller identity)": PER_RUN,
         # The run lock (issue 9): SSM has no batched compare-and-set, so one PutParameter per instance; the backup play
@@ -65,7 +71,9 @@ def full_run(n, sizes=None, platforms=2):
 def linear_form(platforms=2):
     """(a, b, c) with full_run(n) <= a*n + b*waves + c, using ceil(x/k) <= x/k + 1 for every batched term."""
     per_batch = PER_BATCH["precheck"] + PER_BATCH["patch"]
-    a = 1 + 3 / SSM_BATCH + 2 / PAGE + BACKUP_PER_200 / EC2_BATCH + per_batch / SSM_BATCH + 1 + 3 / LOCK_BATCH
-    b = per_batch + PER_BATCH["precheck"] * (platforms - 1) + PER_WAVE + 2
+    # ListCommands pages per poll: ceil(commands/50), with commands <= w/50 + platforms (pre-check) and <= w/50 + 1 (patch).
+    polls_a, polls_b = POLLS * STEPS / SSM_BATCH ** 2, POLLS * (STEPS + (platforms + 1) / SSM_BATCH)
+    a = 1 + 3 / SSM_BATCH + 2 / PAGE + BACKUP_PER_200 / EC2_BATCH + per_batch / SSM_BATCH + polls_a + 1 + 3 / LOCK_BATCH
+    b = per_batch + PER_BATCH["precheck"] * (platforms - 1) + polls_b + PER_WAVE + 2
     c = 3 + 2 + BACKUP_PER_200 + PER_RUN + 1
     return round(a, 4), b, c

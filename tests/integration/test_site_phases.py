@@ -157,7 +157,7 @@ def test_a_wave_over_fifty_instances_is_split_into_batches_of_fifty(sim, tmp_pat
     waves = patch_commands(sim, run_id)
     assert sorted(len(ids) for _t, ids in waves) == [5, 50]
     calls = sim.stats()["calls"]
-    # pre-check + patch + no restart/health configured: 2 commands per 50 instances, polled per command.
+    # pre-check + patch + no restart/health configured: 2 commands per 50 instances, polled together (ListCommands).
     assert calls["ssm:SendCommand"] == 4
     assert calls.get("ssm:GetCommandInvocation", 0) == 0
     # The run lock costs one PutParameter per instance (SSM has no batched compare-and-set); the rest is batched.

@@ -187,6 +187,25 @@ def test_list_commands_and_invocations_pagination(sim):
     assert none == []
 
 
+def test_list_commands_filters_by_invocation_time_and_stage(sim):
+    """InvokedAfter and ExecutionStage: a caller polls only its own still-running commands with one call."""
+    sim.config(command_s=1.0)
+    ssm = sim.client("ssm")
+    ids = sim.ids(count=2)
+    old = _send(ssm, ids[:1], doc="AWS-RunShellScript")
+    time.sleep(1.1)
+    cmd = ssm.send_command(InstanceIds=ids[1:], DocumentName="AWS-RunShellScript", Parameters={"commands": ["true"]},
+                           Comment="cms-patching run1 restart")["Command"]
+    since = cmd["RequestedDateTime"].strftime("%Y-%m-%dT%H:%M:%SZ")
+    executing = [{"key": "InvokedAfter", "value": since}, {"key": "ExecutionStage", "value": "Executing"}]
+    listed = [c["CommandId"] for c in ssm.list_commands(Filters=executing)["Commands"]]
+    assert cmd["CommandId"] in listed and old not in listed
+    _wait_done(ssm, cmd["CommandId"])
+    assert cmd["CommandId"] not in [c["CommandId"] for c in ssm.list_commands(Filters=executing)["Commands"]]
+    with pytest.raises(ClientError, match="InvalidFilterKey"):
+        ssm.list_commands(Filters=[{"key": "Comment", "value": "x"}])
+
+
 def test_patch_state_baseline_and_limit(sim):
     iid = sim.ids(missing=5, patch_group="web")[0]
     ssm = sim.client("ssm")

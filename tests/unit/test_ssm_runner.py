@@ -1,9 +1,10 @@
-"""The batched SSM runner: status mapping, batching, per-command polling and its own execution deadline.
+"""The batched SSM runner: status mapping, batching, one ListCommands per poll and its own execution deadline.
 
 The fake SSM below is time-driven (a fake clock), so deadlines and cancels are tested without waiting.
 """
 
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from botocore.exceptions import ClientError
@@ -50,7 +51,7 @@ class FakeSsm:
     "undelivered" stays Pending until cancelled; "ignore-cancel" hangs even after CancelCommand.
     """
 
-    def __init__(self, clock, plan=None, ping=None, before=None, after=None, fail_send=(), fail_polls=0):
+    def __init__(self, clock, plan=None, ping=None, before=None, after=None, fail_send=(), fail_polls=0, fail_lists=0):
         self.clock = clock
         self.plan = plan or {}
         self.ping = ping or {}        # instance -> callable(t) -> PingStatus, or None for not registered
@@ -58,6 +59,7 @@ class FakeSsm:
         self.after = after or {}      # instance -> InstancePatchState once its invocation ended
         self.fail_send = set(fail_send)  # indexes of SendCommand calls that fail
         self.fail_polls = fail_polls
+        self.fail_lists = fail_lists
         self.calls = []
         self.commands = {}
         self.cancelled = {}
@@ -81,7 +83,26 @@ class FakeSsm:
             raise client_error("InvalidInstanceId", "SendCommand")
         cid = str(uuid.uuid4())
         self.commands[cid] = dict(ids=list(kw["InstanceIds"]), at=self.clock())
-        return {"Command": {"CommandId": cid, "RequestedDateTime": "t0"}}
+        return {"Command": {"CommandId": cid, "RequestedDateTime": self.epoch()}}
+
+    def epoch(self):
+        """AWS's clock for the fake time: whole seconds, like the InvokedAfter filter."""
+        return datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=self.clock())
+
+    def list_commands(self, **kw):
+        kw = self._record("list_commands", kw)
+        if self.fail_lists:
+            self.fail_lists -= 1
+            raise client_error("InternalError", "ListCommands")
+        filters = {f["key"]: f["value"] for f in kw["Filters"]}
+        assert filters["ExecutionStage"] == "Executing"
+        since = datetime.strptime(filters["InvokedAfter"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        out = []
+        for cid, cmd in self.commands.items():
+            views = [self._view(cid, i)[0] for i in cmd["ids"]]
+            if self.epoch() - timedelta(seconds=self.clock() - cmd["at"]) >= since and {"Pending", "InProgress"} & set(views):
+                out.append({"CommandId": cid, "Status": "InProgress"})
+        return {"Commands": out}
 
     def _view(self, cid, instance):
         elapsed = self.clock() - self.commands[cid]["at"]
@@ -165,7 +186,7 @@ def test_no_output_options_are_sent_when_not_asked_for():
     assert not {"OutputS3BucketName", "OutputS3KeyPrefix", "CloudWatchOutputConfig"} & set(params)
 
 
-def test_120_instances_are_three_commands_polled_per_command():
+def test_120_instances_are_three_commands_polled_together():
     clock = FakeClock()
     ssm = FakeSsm(clock)
     ids = [iid(n) for n in range(120)]
@@ -174,13 +195,22 @@ def test_120_instances_are_three_commands_polled_per_command():
     assert [len(kw["InstanceIds"]) for kw in sends] == [50, 50, 20]
     assert [i for kw in sends for i in kw["InstanceIds"]] == ids
     assert {kw["Comment"] for kw in sends} == {"cms-patching run-1 restart"}
-    polls = [kw for op, kw in ssm.calls if op == "list_command_invocations"]
-    assert all("InstanceId" not in kw for kw in polls)
-    # polls at t=0, 1, 2 (done) per command, then one Details call each: never one call per instance
-    assert len(polls) == 3 * 3 + 3
-    assert sum(1 for kw in polls if kw["Details"]) == 3
+    # one ListCommands per poll for all three (t=0, 1: executing; t=2: done), then one Details listing per command
+    assert ssm.count("list_commands") == 3
+    listings = [kw for op, kw in ssm.calls if op == "list_command_invocations"]
+    assert len(listings) == 3 and all(kw["Details"] and "InstanceId" not in kw for kw in listings)
     assert {r.outcome for r in results.values()} == {"success"} and len(results) == 120
     assert ssm.count("cancel_command") == 0
+
+
+def test_a_command_listed_early_as_complete_is_read_and_stays_open():
+    """ListCommands is a hint: a command it does not list (yet) is read per instance, and waited for if still open."""
+    clock = FakeClock()
+    ssm = FakeSsm(clock)
+    ssm.list_commands = lambda **kw: ssm._record("list_commands", kw) and {"Commands": []}  # pylint: disable=protected-access
+    res = runner(ssm, clock).run([request([iid(1)])])
+    assert res[iid(1)].outcome == "success" and clock.t == DONE_AT
+    assert ssm.count("list_command_invocations") == 3  # t=0 Pending, t=1 InProgress, t=2 Success
 
 
 @pytest.mark.parametrize("plan, outcome", [
@@ -236,9 +266,10 @@ def test_a_refused_batch_is_undeliverable_and_the_others_still_run():
     assert res[ids[55]].command_id is None
 
 
-def test_a_failing_poll_is_retried_at_the_next_poll():
+@pytest.mark.parametrize("failures", [dict(fail_polls=2), dict(fail_lists=2), dict(fail_polls=3, fail_lists=3)])
+def test_a_failing_poll_is_retried_at_the_next_poll(failures):
     clock = FakeClock()
-    ssm = FakeSsm(clock, fail_polls=2)
+    ssm = FakeSsm(clock, **failures)
     res = runner(ssm, clock).run([request([iid(1)])])
     assert res[iid(1)].outcome == "success"
 

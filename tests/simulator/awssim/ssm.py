@@ -424,22 +424,39 @@ def get_command_invocation(self):
     })
 
 
+COMMAND_FILTERS = ("InvokedAfter", "InvokedBefore", "Status", "ExecutionStage", "DocumentName")
+
+
+def _filter_time(value: str) -> float:
+    try:
+        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise _err("InvalidFilterValue", f"invalid timestamp {value!r}") from None
+
+
 def list_commands(self):
     command_id = self._get_param("CommandId")
     instance_id = self._get_param("InstanceId")
     filters = {f["key"]: f["value"] for f in self._get_param("Filters") or []}
+    for key in filters:
+        if key not in COMMAND_FILTERS:
+            raise _err("InvalidFilterKey", f"invalid filter key {key!r}")
+    after = _filter_time(filters["InvokedAfter"]) if "InvokedAfter" in filters else None
+    before = _filter_time(filters["InvokedBefore"]) if "InvokedBefore" in filters else None
     now = state.now()
     cmds = [_command(self, command_id)] if command_id else sorted(_commands(self).values(), key=lambda c: -c.created)
     rows = []
     for cmd in cmds:
         if instance_id and instance_id not in [i.instance_id for i in cmd.invocations]:
             continue
+        if (after is not None and cmd.created < after) or (before is not None and cmd.created > before):
+            continue
         summary = cmd.summary(now)
         if "DocumentName" in filters and summary["DocumentName"] != filters["DocumentName"]:
             continue
         if "Status" in filters and summary["Status"] != filters["Status"]:
             continue
-        if "ExecutionStage" in filters and (filters["ExecutionStage"] == "Complete") != (summary["Status"] not in ("Pending", "InProgress")):
+        if "ExecutionStage" in filters and (filters["ExecutionStage"] == "Complete") != (summary["Status"] not in ("Pending", "InProgress", "Cancelling")):
             continue
         rows.append(summary)
     page, token = _page(rows, self._get_param("MaxResults"), self._get_param("NextToken"), 1, 50)

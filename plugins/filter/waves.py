@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.cms.patching.plugins.module_utils.fleet import instance_id_of, partition_hosts
+from ansible_collections.cms.patching.plugins.module_utils.fleet import instance_id_of, partition_hosts, read_once
 from ansible_collections.cms.patching.plugins.module_utils.waves import host_commands, needs_rollback, passed, wave_entries
 
 
@@ -24,6 +24,7 @@ def step_failed(results, ok=("success",)):
 
 def step_targets(hosts, hostvars, step, defaults):
     """Partitions (one per account and region) of ssm_command_run targets for a step; hosts with nothing to run are left out."""
+    hostvars = read_once(hostvars)
     per_host = {}
     for name in hosts:
         host = hostvars.get(name, {})
@@ -62,6 +63,7 @@ def patched_in_run(hosts, hostvars, run_id):
 
 def reason_entries(hosts, hostvars, reason):
     """Report entries that only say why these hosts were left as they are."""
+    hostvars = read_once(hostvars)
     return [{"instance_id": instance_id_of(h, hostvars), "reason": reason} for h in hosts if instance_id_of(h, hostvars)]
 
 

@@ -10,6 +10,24 @@ class HostError(ValueError):
     """A host lacks what batching needs (its region)."""
 
 
+class _ReadOnce:
+    """hostvars with each host read at most once: every hostvars[name] computes all of that host's variables."""
+
+    def __init__(self, hostvars):
+        self._hostvars = hostvars
+        self._read = {}
+
+    def get(self, name, default=None):
+        if name not in self._read:
+            self._read[name] = self._hostvars.get(name)
+        found = self._read[name]
+        return default if found is None else found
+
+
+def read_once(hostvars):
+    return hostvars if isinstance(hostvars, _ReadOnce) else _ReadOnce(hostvars)
+
+
 def instance_id_of(name, hostvars):
     host = hostvars.get(name, {})
     instance_id = host.get("instance_id")
@@ -19,6 +37,7 @@ def instance_id_of(name, hostvars):
 
 
 def partition_hosts(hosts, hostvars, default_region=None):
+    hostvars = read_once(hostvars)
     groups = {}
     for name in hosts:
         instance_id = instance_id_of(name, hostvars)
@@ -47,6 +66,7 @@ def index_results(results, key, id_key="instance_id"):
 
 def host_instance_map(hosts, hostvars):
     """{instance_id: inventory_hostname}, to hand per-instance results back to hosts."""
+    hostvars = read_once(hostvars)
     return {instance_id_of(h, hostvars): h for h in hosts if instance_id_of(h, hostvars)}
 
 
@@ -55,6 +75,7 @@ def host_results(hosts, hostvars, index, patch_groups=None):
 
     With `patch_groups`, an instance outside them is made ineligible with reason not_in_patch_group.
     """
+    hostvars = read_once(hostvars)
     if isinstance(patch_groups, str):
         patch_groups = [g.strip() for g in patch_groups.split(",") if g.strip()]
     pairs = []

@@ -250,17 +250,17 @@ summary:
   sample: {"total": 3, "created": 2, "failed": 1, "pruned_images": 1, "pruned_snapshots": 1}
 """
 
-try:
-    import botocore.exceptions
-except ImportError:
-    pass  # AnsibleAWSModule reports the missing SDK
-
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
 from ansible_collections.cms.patching.plugins.module_utils.aws import ASSUME_ROLE_ARGS, AwsSession
 from ansible_collections.cms.patching.plugins.module_utils.backup_naming import DEFAULT_DESCRIPTION, DEFAULT_NAME
 from ansible_collections.cms.patching.plugins.module_utils.backup_run import run_backup, validate_params
-from ansible_collections.cms.patching.plugins.module_utils.errors import PatchingError, aws_error_message
+from ansible_collections.cms.patching.plugins.module_utils.errors import exit_with
+
+
+def backup(module):
+    validate_params(module.params)  # before any AWS call, STS included
+    return run_backup(AwsSession.from_module(module).client("ec2"), module.params, module.check_mode)
 
 
 def main():
@@ -282,14 +282,7 @@ def main():
     )
     argument_spec.update(ASSUME_ROLE_ARGS)
     module = AnsibleAWSModule(argument_spec=argument_spec, supports_check_mode=True)
-    try:
-        validate_params(module.params)  # before any AWS call, STS included
-        result = run_backup(AwsSession.from_module(module).client("ec2"), module.params, module.check_mode)
-    except PatchingError as e:
-        module.fail_json(msg=str(e))
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
-        module.fail_json(msg=aws_error_message(e, "ami_backup_verify"))
-    module.exit_json(**result)
+    exit_with(module, "ami_backup_verify", backup)
 
 
 if __name__ == "__main__":

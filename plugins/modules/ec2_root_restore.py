@@ -98,9 +98,18 @@ summary: {description: Number of instances per status plus C(total)., returned: 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
 from ansible_collections.cms.patching.plugins.module_utils.aws import ASSUME_ROLE_ARGS, AwsSession, validate_region
-from ansible_collections.cms.patching.plugins.module_utils.errors import PatchingError, aws_error_message, is_aws_error
+from ansible_collections.cms.patching.plugins.module_utils.errors import exit_with
 from ansible_collections.cms.patching.plugins.module_utils.root_restore import run_restore, validate
 from ansible_collections.cms.patching.plugins.module_utils.ssm_options import resolve_run_id
+
+
+def restore(module):
+    validate(module.params)  # before any AWS call, STS included
+    if module.params["run_id"] is not None:
+        resolve_run_id(module.params["run_id"])
+    session = AwsSession.from_module(module)
+    validate_region(session.region)
+    return run_restore(session.client("ec2"), session.client("ssm"), module.params, module.check_mode)
 
 
 def main():
@@ -118,19 +127,7 @@ def main():
         **ASSUME_ROLE_ARGS,
     )
     module = AnsibleAWSModule(argument_spec=argument_spec, supports_check_mode=True)
-    try:
-        validate(module.params)
-        if module.params["run_id"] is not None:
-            resolve_run_id(module.params["run_id"])
-        session = AwsSession.from_module(module)
-        validate_region(session.region)
-        module.exit_json(**run_restore(session.client("ec2"), session.client("ssm"), module.params, module.check_mode))
-    except PatchingError as e:
-        module.fail_json(msg=str(e))
-    except Exception as e:  # pylint: disable=broad-except
-        if not is_aws_error(e):
-            raise
-        module.fail_json(msg=aws_error_message(e, "ec2_root_restore"))
+    exit_with(module, "ec2_root_restore", restore)
 
 
 if __name__ == "__main__":

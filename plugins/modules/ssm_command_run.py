@@ -135,8 +135,15 @@ from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleA
 
 from ansible_collections.cms.patching.plugins.module_utils.aws import ASSUME_ROLE_ARGS, AwsSession, validate_region
 from ansible_collections.cms.patching.plugins.module_utils.command_run import run_commands, validate
-from ansible_collections.cms.patching.plugins.module_utils.errors import PatchingError, aws_error_message, is_aws_error
+from ansible_collections.cms.patching.plugins.module_utils.errors import exit_with
 from ansible_collections.cms.patching.plugins.module_utils.ssm_options import RUNNER_ARGS
+
+
+def run(module):
+    validate(module.params)  # before any AWS call, STS included
+    session = AwsSession.from_module(module)
+    validate_region(session.region, "ssm")
+    return run_commands(session.client("ssm"), module.params, module.check_mode)
 
 
 def main():
@@ -156,17 +163,7 @@ def main():
         **ASSUME_ROLE_ARGS,
     )
     module = AnsibleAWSModule(argument_spec=argument_spec, supports_check_mode=True)
-    try:
-        validate(module.params)
-        session = AwsSession.from_module(module)
-        validate_region(session.region, "ssm")
-        module.exit_json(**run_commands(session.client("ssm"), module.params, module.check_mode))
-    except PatchingError as e:
-        module.fail_json(msg=str(e))
-    except Exception as e:  # pylint: disable=broad-except
-        if not is_aws_error(e):
-            raise
-        module.fail_json(msg=aws_error_message(e, "ssm_command_run"))
+    exit_with(module, "ssm_command_run", run)
 
 
 if __name__ == "__main__":

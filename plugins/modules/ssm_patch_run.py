@@ -162,9 +162,16 @@ sent: {description: Number of instances a command was sent to., returned: always
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
 from ansible_collections.cms.patching.plugins.module_utils.aws import ASSUME_ROLE_ARGS, AwsSession, validate_region
-from ansible_collections.cms.patching.plugins.module_utils.errors import PatchingError, aws_error_message, is_aws_error
+from ansible_collections.cms.patching.plugins.module_utils.errors import exit_with
 from ansible_collections.cms.patching.plugins.module_utils.patch_run import run_patch, validate
 from ansible_collections.cms.patching.plugins.module_utils.ssm_options import RUNNER_ARGS
+
+
+def patch(module):
+    validate(module.params)  # before any AWS call, STS included
+    session = AwsSession.from_module(module)
+    validate_region(session.region, "ssm")
+    return run_patch(session.client("ssm"), module.params, module.check_mode)
 
 
 def main():
@@ -186,17 +193,7 @@ def main():
     )
     module = AnsibleAWSModule(argument_spec=argument_spec, supports_check_mode=True,
                               mutually_exclusive=[("install_override_list", "baseline_override")])
-    try:
-        validate(module.params)
-        session = AwsSession.from_module(module)
-        validate_region(session.region, "ssm")
-        module.exit_json(**run_patch(session.client("ssm"), module.params, module.check_mode))
-    except PatchingError as e:
-        module.fail_json(msg=str(e))
-    except Exception as e:  # pylint: disable=broad-except
-        if not is_aws_error(e):
-            raise
-        module.fail_json(msg=aws_error_message(e, "ssm_patch_run"))
+    exit_with(module, "ssm_patch_run", patch)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ docs/performance.md (the prose around them is kept).
 
   scripts/bench.py                       # N = 200, 1000, 5000 + baseline at 50 and 100 + the night
   scripts/bench.py --sizes 1000 --no-baseline --no-night    # what `make bench N=1000` runs
+  scripts/bench.py --sizes 5000 --no-baseline --no-night --no-phases   # the inventory and the full run only
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class Bench:
                       log=str(log))
         self.commands.append({"label": label, "env": {k: env[k] for k in (extra_env or {})}, "cmd": shlex.join(cmd)})
         self.log(f"    rc={result['rc']} wall={result['wall_s']}s cpu={result['cpu_s']}s load={result['load']} "
-                 f"peak={result['peak_rss_mb']}/{result['peak_sum_mb']} MB "
+                 f"peak={result['peak_rss_mb']}/{result['peak_sum_mb']}/{result['peak_pss_mb']} MB "
                  f"calls={total} ({result['per_instance']}/instance)")
         return result
 
@@ -73,8 +74,8 @@ class Bench:
         cmd = [str(BIN / "ansible-playbook"), "playbooks/patch.yml", "-i", "inventories/aws_ec2.yml", "-e", json.dumps(extra_vars)]
         return cmd + (["--tags", tags] if tags else [])
 
-    def size(self, n):
-        """Inventory, each phase alone and the full run at N instances (short durations)."""
+    def size(self, n, phases=True):
+        """Inventory, each phase alone (unless phases is False) and the full run at N instances (short durations)."""
         rows = []
         with simctl.Simulator() as sim:
             started = time.monotonic()
@@ -83,7 +84,7 @@ class Bench:
             rows.append(self.run(sim, f"N={n} inventory", n, [str(BIN / "ansible-inventory"), "-i", "inventories/aws_ec2.yml", "--list",
                                                               "--output", str(self.workdir / f"inventory-{n}.json")], simctl.SHORT))
             extra = dict(poll_vars(self.workdir / "reports"), cms_patching_run_id=f"bench-phases-{n}")
-            for phase in PHASES:
+            for phase in PHASES if phases else ():
                 rows.append(self.run(sim, f"N={n} {phase} alone", n, self.playbook(extra, phase), simctl.SHORT))
         rows.append(self.full(n, simctl.SHORT, f"N={n} full patch.yml"))
         return rows
@@ -103,13 +104,13 @@ class Bench:
 # ---------------------------------------------------------------------------------------------------------------- output
 
 def scale_table(rows):
-    lines = ["| N | measurement | rc | wall s | CPU s | load | peak RSS MB (largest / sum) | API calls | calls per instance "
+    lines = ["| N | measurement | rc | wall s | CPU s | load | peak MB (largest RSS / RSS sum / PSS sum) | API calls | calls per instance "
              "| calls by action |",
              "|---:|---|---:|---:|---:|---:|---|---:|---:|---|"]
     for r in rows:
         actions = ", ".join(f"{k.split(':', 1)[1]} {v}" for k, v in sorted(r["calls"].items(), key=lambda kv: -kv[1]))
         lines.append(f"| {r['n']} | {r['label'].split(' ', 1)[1]} | {r['rc']} | {r['wall_s']} | {r['cpu_s']} | {r['load']} "
-                     f"| {r['peak_rss_mb']} / {r['peak_sum_mb']} | {r['total_calls']} | {r['per_instance']} | {actions} |")
+                     f"| {r['peak_rss_mb']} / {r['peak_sum_mb']} / {r.get('peak_pss_mb', 'n/a')} | {r['total_calls']} | {r['per_instance']} | {actions} |")
     return "\n".join(lines)
 
 
@@ -161,6 +162,7 @@ def main():
     parser.add_argument("--baseline-sizes", default="50,100")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--no-night", action="store_true")
+    parser.add_argument("--no-phases", action="store_true", help="skip the phases alone (the inventory and the full run only)")
     parser.add_argument("--doc", default=str(DOC), help="markdown file whose bench blocks are rewritten ('' = none)")
     parser.add_argument("--json", help="also write every measurement as JSON here")
     args = parser.parse_args()
@@ -171,7 +173,7 @@ def main():
     blocks = {}
     results = {"sizes": {}, "pairs": []}
     for n in [int(s) for s in args.sizes.split(",") if s.strip()]:
-        rows = bench.size(n)
+        rows = bench.size(n, phases=not args.no_phases)
         results["sizes"][n] = rows
         full = rows[-1]
         blocks[f"scale-{n}"] = (f"N = {n}: {len(budget.waves(n))} waves of {budget.waves(n)}, "

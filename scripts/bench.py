@@ -89,10 +89,10 @@ class Bench:
         rows.append(self.full(n, simctl.SHORT, f"N={n} full patch.yml"))
         return rows
 
-    def full(self, n, durations, label):
+    def full(self, n, durations, label, extra_vars=None):
         with simctl.Simulator() as sim:
             sim.seed(n)
-            return self.run(sim, label, n, self.playbook(poll_vars(self.workdir / "reports")), durations)
+            return self.run(sim, label, n, self.playbook(dict(poll_vars(self.workdir / "reports"), **(extra_vars or {}))), durations)
 
     def baseline(self, n, durations, label):
         with simctl.Simulator() as sim:
@@ -184,8 +184,11 @@ def main():
             pairs.append(("short durations", bench.full(n, simctl.SHORT, f"N={n} full patch.yml"),
                           bench.baseline(n, simctl.SHORT, f"N={n} baseline")))
     if not args.no_night:
-        pairs.append(("night (image 10 s, command 10 s, reboot 5 s)", bench.full(100, simctl.NIGHT, "N=100 night patch.yml"),
-                      bench.baseline(100, simctl.NIGHT, "N=100 night baseline")))
+        night_base = bench.baseline(100, simctl.NIGHT, "N=100 night baseline")
+        pairs.append(("night (image 10 s, command 10 s, reboot 5 s)", bench.full(100, simctl.NIGHT, "N=100 night patch.yml"), night_base))
+        # The same night in one wave: shows how much of it the default canary waves ([1, 10%, 25%]: 6 waves) take.
+        pairs.append(("night, one wave (cms_patching_serial [100%])",
+                      bench.full(100, simctl.NIGHT, "N=100 night one-wave patch.yml", {"cms_patching_serial": ["100%"]}), night_base))
     if pairs:
         blocks["baseline"] = compare_table(pairs)
         results["pairs"] = [{"name": name, "ours": ours, "baseline": base} for name, ours, base in pairs]

@@ -1,5 +1,6 @@
 """playbooks/rollback.yml restores from the newest verified pre-patch AMI; playbooks/cleanup.yml applies retention."""
 
+import time
 import uuid
 
 from helpers import FAST, FAST_VARS, read_report, run_module, run_playbook, write_fleet_inventory
@@ -15,6 +16,9 @@ def seeded(sim, tmp_path, count=2):
 def backup(sim, instance_ids, run_id):
     result = run_module("ami_backup_verify", {"instance_ids": instance_ids, "run_id": run_id, "poll_interval": 0.2, "region": "us-east-1"}, sim.env)
     assert result["rc"] == 0, result["msg"]
+    # "Newest" is by the created-at tag, in whole seconds: the next backup must start in a later second (a Python 3.12
+    # run once made two within one second, and the tie fell to the image id).
+    time.sleep(1.02 - time.time() % 1)
     return {b["instance_id"]: b["image_id"] for b in result["backups"]}
 
 

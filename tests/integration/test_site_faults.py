@@ -214,3 +214,16 @@ def test_html_report_lists_every_instance_failures_first(site_run):
     statuses = [row[5] for row in parser.rows]
     first_ok = next(n for n, s in enumerate(statuses) if s not in ("failed", "rolled_back"))
     assert all(s not in ("failed", "rolled_back") for s in statuses[first_ok:]), "failures come first"
+
+
+def test_every_host_has_a_recap_line_and_no_lock_is_left(site_run):
+    # Hosts that did not fail leave the backup and patching plays through meta end_host: their PLAY RECAP line
+    # (and AWX host summary row) comes from the discovery play, and the locks of failed backups are still released.
+    stats = recap(site_run["proc"].stdout)
+    assert {i["instance_id"] for i in site_run["instances"]} <= set(stats)
+    for region in ("us-east-1", "eu-west-1"):
+        ssm = site_run["sim"].client("ssm", region)
+        ids = [i["instance_id"] for i in site_run["instances"] if i["region"] == region and i["account_id"] != OTHER_ACCOUNT]
+        for start in range(0, len(ids), 10):
+            names = [f"/cms-patching/locks/{i}" for i in ids[start:start + 10]]
+            assert not ssm.get_parameters(Names=names)["Parameters"], region

@@ -41,6 +41,8 @@ def test_phases_run_as_separate_jobs_give_one_report(sim, tmp_path):
     for tag in ("discovery", "backup", "patching"):
         proc = run(sim, tmp_path, inventory, run_id, tags=tag)
         assert proc.returncode == 0, (tag, proc.stdout[-3000:])
+        # Each job gives every host its PLAY RECAP line (AWX host summary row), also where no discovery play ran.
+        assert {i["instance_id"] for i in instances} <= set(recap(proc.stdout)), tag
     report, entries = read_report(tmp_path / "reports", run_id)
     assert report["phases"] == ["discovery", "backup", "patching"]
     for instance in instances:

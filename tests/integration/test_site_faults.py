@@ -217,8 +217,8 @@ def test_html_report_lists_every_instance_failures_first(site_run):
 
 
 def test_every_host_has_a_recap_line_and_no_lock_is_left(site_run):
-    # Hosts that did not fail leave the backup and patching plays through meta end_host: their PLAY RECAP line
-    # (and AWX host summary row) comes from the discovery play, and the locks of failed backups are still released.
+    # Every host has its PLAY RECAP line (AWX host summary row), and no lock of the run is left behind: not for
+    # the failed backups (released by the backup play), nor for the patched, failed or rolled-back instances.
     stats = recap(site_run["proc"].stdout)
     assert {i["instance_id"] for i in site_run["instances"]} <= set(stats)
     for region in ("us-east-1", "eu-west-1"):

@@ -72,6 +72,7 @@ def image_record(image):
         "run_id": tags.get(T.RUN_ID),
         "created": created,
         "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ") if created else None,
+        "creation_date": parse_time(image.get("CreationDate")),  # AWS's own, in milliseconds: breaks ties of the tag
         "managed": T.is_owned(tags),
         "verified": tags.get(T.VERIFIED) == "true",
         "mappings": mappings,
@@ -132,8 +133,14 @@ def by_instance(records):
 
 
 def sort_key(record):
-    """Newest first when sorted in reverse; images without a time sort as oldest."""
-    return (record["created"].timestamp() if record["created"] else 0.0, record["image_id"])
+    """Newest first when sorted in reverse; images without a time sort as oldest.
+
+    The created-at tag has whole seconds: two images of one instance made in the same second are ordered by AWS's
+    CreationDate (milliseconds), and only then by image id.
+    """
+    def stamp(when):
+        return when.timestamp() if when else 0.0
+    return (stamp(record["created"]), stamp(record.get("creation_date")), record["image_id"])
 
 
 def age_hours(record, now=None):

@@ -84,3 +84,14 @@ def test_require_instances_names_missing_and_terminated_ones():
         ]}]}, {"Filters": [{"Name": "instance-id", "Values": ["i-00000001", "i-00000002", "i-00000003"]}]})
         with pytest.raises(PatchingError, match=r"^instance\(s\) not found \(or terminated\): i-00000002, i-00000003$"):
             require_instances(ec2, ["i-00000001", "i-00000002", "i-00000003"])
+
+
+def test_two_backups_made_in_one_second_are_ordered_by_aws_creation_date():
+    # The created-at tag has whole seconds; AWS's CreationDate has milliseconds and decides, not the image id.
+    older, newer = image("ami-0000000b", "i-00000001", 1), image("ami-0000000a", "i-00000001", 1, run_id="run-2")
+    second = older["CreationDate"][:19]
+    older["CreationDate"], newer["CreationDate"] = second + ".100Z", second + ".900Z"
+    ec2 = client()
+    with Stubber(ec2) as stub:
+        stub.add_response("describe_images", {"Images": [older, newer]}, {"Owners": ["self"], "Filters": expected_filters(["i-00000001"])})
+        assert find_verified_backups(ec2, ["i-00000001"])["i-00000001"]["image_id"] == "ami-0000000a"

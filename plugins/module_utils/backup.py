@@ -61,7 +61,8 @@ def name_tag(instance):
 def image_record(image):
     """The fields of a DescribeImages entry the tool reasons about."""
     tags = T.tag_dict(image.get("Tags"))
-    created = parse_time(tags.get(T.CREATED_AT)) or parse_time(image.get("CreationDate"))
+    creation_date = parse_time(image.get("CreationDate"))  # AWS's own, in milliseconds: breaks ties of the tag
+    created = parse_time(tags.get(T.CREATED_AT)) or creation_date
     mappings = [(m.get("DeviceName"), m["Ebs"].get("SnapshotId")) for m in image.get("BlockDeviceMappings", []) if "Ebs" in m]
     return {
         "image_id": image["ImageId"],
@@ -72,7 +73,7 @@ def image_record(image):
         "run_id": tags.get(T.RUN_ID),
         "created": created,
         "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ") if created else None,
-        "creation_date": parse_time(image.get("CreationDate")),  # AWS's own, in milliseconds: breaks ties of the tag
+        "creation_date": creation_date,
         "managed": T.is_owned(tags),
         "verified": tags.get(T.VERIFIED) == "true",
         "mappings": mappings,

@@ -56,6 +56,19 @@ def test_phases_run_as_separate_jobs_give_one_report(sim, tmp_path):
     assert len(images_of(sim, [i["instance_id"] for i in instances])) == 3
 
 
+def test_every_host_has_a_recap_line_when_the_backup_play_is_skipped(sim, tmp_path):
+    # Discovery's per-host check runs once when the backup play follows (its gate gives each host the line). With
+    # --skip-tags backup the canary fails the backup gate and the later waves never start, so discovery must give it.
+    instances, inventory = fleet(sim, tmp_path, [{"count": 3, "name_prefix": "nb"}])
+    run_id = f"nobackup-{uuid.uuid4().hex[:8]}"
+    proc = run(sim, tmp_path, inventory, run_id, extra={"cms_patching_max_fail_percentage": 0}, extra_args=("--skip-tags", "backup"))
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    lines = recap(proc.stdout)
+    assert {i["instance_id"] for i in instances} <= set(lines), proc.stdout[-3000:]
+    assert sum(lines[i["instance_id"]]["failed"] for i in instances) == 1  # the canary; the rollout stopped there
+    assert patch_commands(sim, run_id) == []  # no backup, no patch
+
+
 def test_patching_job_the_next_day_finds_backups_in_aws(sim, tmp_path):
     instances, inventory = fleet(sim, tmp_path, [{"count": 2, "name_prefix": "app"}])
     assert run(sim, tmp_path, inventory, "monday-" + uuid.uuid4().hex[:6], tags="backup").returncode == 0

@@ -67,7 +67,7 @@ class Bench:
         self.commands.append({"label": label, "env": {k: env[k] for k in (extra_env or {})}, "cmd": shlex.join(cmd)})
         self.log(f"    rc={result['rc']} wall={result['wall_s']}s cpu={result['cpu_s']}s load={result['load']} "
                  f"peak={result['peak_rss_mb']}/{result['peak_sum_mb']}/{result['peak_pss_mb']} MB "
-                 f"calls={total} ({result['per_instance']}/instance)")
+                 f"calls={total} ({result['per_instance']}/instance) PSS at its peak by process kind: {result['pss_at_peak']}")
         return result
 
     def playbook(self, extra_vars, tags=None):

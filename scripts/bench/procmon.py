@@ -39,6 +39,14 @@ def tree(root):
     return out
 
 
+def _cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read()
+    except OSError:
+        return b""
+
+
 def rss(pid):
     try:
         with open(f"/proc/{pid}/statm", "rb") as fh:
@@ -59,6 +67,20 @@ def pss(pid):
     return 0
 
 
+def kind(pid, root_cmdline):
+    """What a process of the controller's tree is: the main process, a forked worker, a module run, or other."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmdline = fh.read()
+    except OSError:
+        return "gone"
+    if b"AnsiballZ_" in cmdline:
+        return "module"
+    if cmdline == root_cmdline:
+        return "worker"  # Ansible's workers are forks of the main process: same command line
+    return os.path.basename(cmdline.split(b"\0")[0].decode(errors="replace")) or "other"
+
+
 class Peak:
     """Largest single RSS and largest sums of RSS and of PSS over the tree, sampled every `interval` seconds.
 
@@ -73,6 +95,7 @@ class Peak:
         self.max_sum = 0
         self.max_pss = 0
         self.procs_at_peak = 0
+        self.pss_at_peak = {}  # {kind: [processes, MB]} at the largest PSS sum
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -82,13 +105,26 @@ class Peak:
             pids = tree(self.root)
             sizes = [rss(pid) for pid in pids]
             if samples % self.pss_every == 0:
-                self.max_pss = max(self.max_pss, sum(pss(pid) for pid in pids))
+                self._sample_pss(pids)
             samples += 1
             total = sum(sizes)
             self.max_single = max(self.max_single, *sizes) if sizes else self.max_single
             if total > self.max_sum:
                 self.max_sum, self.procs_at_peak = total, len(sizes)
             self._stop.wait(self.interval)
+
+    def _sample_pss(self, pids):
+        sizes = {pid: pss(pid) for pid in pids}
+        if sum(sizes.values()) <= self.max_pss:
+            return
+        self.max_pss = sum(sizes.values())
+        root_cmdline = _cmdline(self.root)
+        parts = {}
+        for pid, size in sizes.items():
+            label = "main" if pid == self.root else kind(pid, root_cmdline)
+            count, total = parts.get(label, (0, 0))
+            parts[label] = (count + 1, total + size)
+        self.pss_at_peak = {k: [c, round(t / 2**20, 1)] for k, (c, t) in sorted(parts.items(), key=lambda kv: -kv[1][1])}
 
     def __enter__(self):
         self._thread.start()
@@ -117,4 +153,4 @@ def measure(cmd, env, cwd, log_path, timeout=3600):
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 1), "load": round(os.getloadavg()[0], 1), "rc": rc, "peak_rss_mb": round(peak.max_single / 2**20, 1),
             "peak_sum_mb": round(peak.max_sum / 2**20, 1), "peak_pss_mb": round(peak.max_pss / 2**20, 1),
-            "procs_at_peak": peak.procs_at_peak}
+            "procs_at_peak": peak.procs_at_peak, "pss_at_peak": peak.pss_at_peak}

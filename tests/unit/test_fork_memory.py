@@ -32,7 +32,7 @@ def test_play_start_collects_garbage_before_freezing(callback):
 def test_task_start_freezes_what_was_made_since(callback):
     callback.v2_playbook_on_play_start(None)
     before = gc.get_freeze_count()
-    kept = [Node() for _ in range(1000)]
+    kept = [Node() for count in range(1000)]
     callback.v2_playbook_on_task_start(None, False)
     assert gc.get_freeze_count() >= before + len(kept)
     assert all(o is not kept[0] for o in gc.get_objects())  # out of every generation the collector walks
@@ -41,6 +41,6 @@ def test_task_start_freezes_what_was_made_since(callback):
 def test_handler_start_freezes_too(callback):
     callback.v2_playbook_on_play_start(None)
     before = gc.get_freeze_count()
-    kept = [Node() for _ in range(100)]
+    kept = [Node() for count in range(100)]
     callback.v2_playbook_on_handler_task_start(None)
     assert gc.get_freeze_count() >= before + len(kept)

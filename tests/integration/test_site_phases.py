@@ -70,6 +70,16 @@ def test_every_host_has_a_recap_line_when_the_backup_play_is_skipped(sim, tmp_pa
     assert patch_commands(sim, run_id) == []  # no backup, no patch
 
 
+def test_skipping_the_patching_play_gives_the_locks_back(sim, tmp_path):
+    # The backup play keeps its locks for a patching play of the same invocation; with --skip-tags patching none comes,
+    # and a patching job under another run id must not find them held for the lock's whole TTL.
+    instances, inventory = fleet(sim, tmp_path, [{"count": 2, "name_prefix": "sp"}])
+    proc = run(sim, tmp_path, inventory, f"nopatch-{uuid.uuid4().hex[:8]}", extra_args=("--skip-tags", "patching"))
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    names = [f"/cms-patching/locks/{i['instance_id']}" for i in instances]
+    assert not sim.client("ssm").get_parameters(Names=names)["Parameters"]
+
+
 def test_patching_job_the_next_day_finds_backups_in_aws(sim, tmp_path):
     instances, inventory = fleet(sim, tmp_path, [{"count": 2, "name_prefix": "app"}])
     assert run(sim, tmp_path, inventory, "monday-" + uuid.uuid4().hex[:6], tags="backup").returncode == 0

@@ -68,17 +68,15 @@ def pss(pid):
 
 
 def kind(pid, root_cmdline):
-    """What a process of the controller's tree is: the main process, a forked worker, a module run, or other."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            cmdline = fh.read()
-    except OSError:
-        return "gone"
+    """What a process of the controller's tree is: a forked worker, a module run, gone, or its program's name."""
+    cmdline = _cmdline(pid)
+    if not cmdline:
+        return "gone"  # exited (or a zombie: its command line is empty)
     if b"AnsiballZ_" in cmdline:
         return "module"
     if cmdline == root_cmdline:
         return "worker"  # Ansible's workers are forks of the main process: same command line
-    return os.path.basename(cmdline.split(b"\0")[0].decode(errors="replace")) or "other"
+    return os.path.basename(cmdline.split(b"\0")[0].decode(errors="replace"))
 
 
 class Peak:
@@ -115,15 +113,16 @@ class Peak:
 
     def _sample_pss(self, pids):
         sizes = {pid: pss(pid) for pid in pids}
-        if sum(sizes.values()) <= self.max_pss:
+        total = sum(sizes.values())
+        if total <= self.max_pss:
             return
-        self.max_pss = sum(sizes.values())
+        self.max_pss = total
         root_cmdline = _cmdline(self.root)
         parts = {}
         for pid, size in sizes.items():
             label = "main" if pid == self.root else kind(pid, root_cmdline)
-            count, total = parts.get(label, (0, 0))
-            parts[label] = (count + 1, total + size)
+            count, held = parts.get(label, (0, 0))
+            parts[label] = (count + 1, held + size)
         self.pss_at_peak = {k: [c, round(t / 2**20, 1)] for k, (c, t) in sorted(parts.items(), key=lambda kv: -kv[1][1])}
 
     def __enter__(self):

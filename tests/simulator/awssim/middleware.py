@@ -6,12 +6,16 @@ import json
 import random
 import re
 import uuid
+from datetime import datetime, timezone
 from urllib.parse import parse_qs
 
 from . import state
 
 _CRED_RE = re.compile(r"Credential=([^/,\s]+)/[^/]+/[^/]+/([^/]+)/")
 _AKID_RE = re.compile(r"<AccessKeyId>([^<]+)</AccessKeyId>")
+_EXPIRATION_RE = re.compile(r"<Expiration>[^<]*</Expiration>")
+# STS API reference, AssumeRole: DurationSeconds 900..43200, default 3600 (the role's maximum session duration caps it).
+ASSUME_ROLE_DURATION = (900, 43200, 3600)
 # Access keys with this prefix are refused as AWS refuses unknown or revoked keys (tests of invalid credentials).
 INVALID_KEY_PREFIX = "AKIAINVALID"
 _AUTH_ERRORS = {  # service -> (HTTP status, code, message, protocol)
@@ -20,6 +24,15 @@ _AUTH_ERRORS = {  # service -> (HTTP status, code, message, protocol)
     "iam": ("403 Forbidden", "InvalidClientTokenId", "The security token included in the request is invalid.", "query"),
     "s3": ("403 Forbidden", "InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records.", "s3"),
 }
+# A call signed with an expired temporary key: EC2 API "Error codes" (RequestExpired: "... the credentials have
+# expired"), the common errors of JSON services such as SSM (ExpiredTokenException), STS/IAM (ExpiredToken), S3.
+_EXPIRED_ERRORS = {  # service -> (HTTP status, code, message, protocol)
+    "ec2": ("400 Bad Request", "RequestExpired", "Request has expired.", "ec2"),
+    "sts": ("403 Forbidden", "ExpiredToken", "The security token included in the request is expired", "query"),
+    "iam": ("403 Forbidden", "ExpiredToken", "The security token included in the request is expired", "query"),
+    "s3": ("400 Bad Request", "ExpiredToken", "The provided token has expired.", "s3"),
+}
+_EXPIRED_JSON = ("403 Forbidden", "ExpiredTokenException", "The security token included in the request is expired", "json")
 _S3_SUBRESOURCES = ("tagging", "versioning", "policy", "acl", "lifecycle", "encryption", "location", "uploads", "delete")
 
 
@@ -82,12 +95,14 @@ class SimMiddleware:
 
         if akid and akid.startswith(INVALID_KEY_PREFIX):
             return self._auth_failure(service, start_response)
+        if state.ACCOUNTING.session_expired(akid):
+            return self._auth_failure(service, start_response, _EXPIRED_ERRORS.get(service, _EXPIRED_JSON))
         rate = state.ACCOUNTING.setting("throttle_rate", akid)
         if rate > 0 and service in ("ec2", "ssm") and random.random() < rate:
             state.ACCOUNTING.record_throttle(akid)
             return self._throttle(service, start_response)
         if service == "sts" and action == "AssumeRole":
-            return self._track_assume_role(environ, start_response, akid)
+            return self._track_assume_role(environ, start_response, akid, form)
         return self.app(environ, start_response)
 
     @staticmethod
@@ -134,9 +149,9 @@ class SimMiddleware:
         return [body]
 
     @staticmethod
-    def _auth_failure(service: str, start_response) -> list[bytes]:
-        """The error shape each protocol uses for credentials AWS does not know."""
-        status, code, message, protocol = _AUTH_ERRORS.get(
+    def _auth_failure(service: str, start_response, error: tuple | None = None) -> list[bytes]:
+        """The error shape each protocol uses for credentials AWS does not know (or, given `error`, no longer accepts)."""
+        status, code, message, protocol = error or _AUTH_ERRORS.get(
             service, ("400 Bad Request", "UnrecognizedClientException", "The security token included in the request is invalid.", "json"))
         request_id = str(uuid.uuid4())
         if protocol == "json":
@@ -156,7 +171,17 @@ class SimMiddleware:
         start_response(status, headers + [("Content-Length", str(len(body)))])
         return [body]
 
-    def _track_assume_role(self, environ, start_response, parent: str | None):
+    def _track_assume_role(self, environ, start_response, parent: str | None, form: dict):
+        """Let moto issue the session, then record its parent key and when it ends (DurationSeconds, capped by sts_session_s)."""
+        low, high, default = ASSUME_ROLE_DURATION
+        try:
+            duration = int((form.get("DurationSeconds") or [default])[0])
+        except ValueError:
+            duration = -1
+        if not low <= duration <= high:
+            return self._validation_error(start_response, f"DurationSeconds must be between {low} and {high}")
+        cap = state.ACCOUNTING.setting("sts_session_s", parent)
+        ends = state.now() + (min(duration, cap) if cap > 0 else duration)
         captured = {}
 
         def _start(status, headers, exc_info=None):
@@ -166,11 +191,24 @@ class SimMiddleware:
         chunks = list(self.app(environ, _start))
         body = b"".join(chunks)
         match = _AKID_RE.search(body.decode("utf-8", "replace"))
-        if match and parent:
+        if match:
             with state._LOCK:  # pylint: disable=protected-access
-                state.ACCOUNTING.parents[match.group(1)] = parent
+                if parent:
+                    state.ACCOUNTING.parents[match.group(1)] = parent
+                state.ACCOUNTING.expiry[match.group(1)] = ends
+            # Credentials.Expiration is when the session really ends, so SDKs refresh in time (STS API reference).
+            stamp = datetime.fromtimestamp(ends, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            body = _EXPIRATION_RE.sub(f"<Expiration>{stamp}</Expiration>", body.decode("utf-8")).encode()
         status, headers, exc_info = captured["args"]
+        headers = [(k, str(len(body)) if k.lower() == "content-length" else v) for k, v in headers]
         start_response(status, headers, exc_info)
+        return [body]
+
+    @staticmethod
+    def _validation_error(start_response, message: str) -> list[bytes]:
+        body = (f"<ErrorResponse><Error><Type>Sender</Type><Code>ValidationError</Code><Message>{message}</Message></Error>"
+                f"<RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>").encode()
+        start_response("400 Bad Request", [("Content-Type", "text/xml"), ("Content-Length", str(len(body)))])
         return [body]
 
     @staticmethod

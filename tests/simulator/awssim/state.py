@@ -11,8 +11,10 @@ import time
 from collections import Counter
 
 DURATION_KEYS = ("image_pending_s", "command_s", "reboot_s", "replace_root_s")
-CONFIG_KEYS = DURATION_KEYS + ("throttle_rate",)
-DEFAULTS = {"image_pending_s": 0.2, "command_s": 0.2, "reboot_s": 0.2, "replace_root_s": 0.2, "throttle_rate": 0.0}
+# sts_session_s: cap, in wall-clock seconds, on every session AssumeRole issues (0 = no cap: DurationSeconds alone).
+CONFIG_KEYS = DURATION_KEYS + ("throttle_rate", "sts_session_s")
+DEFAULTS = {"image_pending_s": 0.2, "command_s": 0.2, "reboot_s": 0.2, "replace_root_s": 0.2, "throttle_rate": 0.0,
+            "sts_session_s": 0.0}
 
 FAULTS = frozenset((
     "ssm-unmanaged", "ssm-offline", "ami-fail", "snapshot-error", "precheck-fail", "patch-fail", "patch-timeout",
@@ -56,6 +58,7 @@ class Accounting:
         self.config: dict = _env_config()
         self.key_config: dict[str, dict] = {}
         self.parents: dict[str, str] = {}
+        self.expiry: dict[str, float] = {}  # temporary access key -> wall time its session ends
         self.calls: Counter = Counter()
         self.key_calls: dict[str, Counter] = {}
         self.throttled: Counter = Counter()  # per root key; None counts everything
@@ -66,6 +69,11 @@ class Accounting:
             akid = self.parents[akid]
             seen += 1
         return akid
+
+    def session_expired(self, akid: str | None) -> bool:
+        """True once a temporary key's session has ended (keys the sim did not issue never expire)."""
+        ends = self.expiry.get(akid) if akid else None
+        return ends is not None and now() >= ends
 
     def record(self, akid: str | None, name: str) -> None:
         with _LOCK:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 import string
-import uuid
 from datetime import datetime, timezone
 
+from ansible_collections.cms.patching.plugins.module_utils import run_id as run_ids
 from ansible_collections.cms.patching.plugins.module_utils.errors import PatchingError
 
 PLACEHOLDERS = ("instance_id", "name", "date", "time", "timestamp", "run_id")
@@ -24,7 +24,6 @@ AMI_NAME_BAD_CHARS = re.compile(r"[^A-Za-z0-9()\[\] ./'@_-]")
 AMI_NAME_MAX = 128
 DESCRIPTION_MAX = 255
 NAME_TAG_MAX = 64
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,63}$")
 
 
 def template_fields(template, option):
@@ -62,13 +61,11 @@ def validate_description_template(template):
 
 
 def validate_run_id(run_id):
-    if not RUN_ID_RE.match(run_id):
-        raise PatchingError(f"run_id {run_id!r} must be 1-64 letters, digits or . _ : @ + = - and start with a letter or digit")
+    run_ids.validate(run_id)
 
 
 def generate_run_id(now=None):
-    now = now or utc_now()
-    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    return run_ids.generate(now or utc_now())
 
 
 def utc_now():

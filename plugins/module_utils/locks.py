@@ -16,10 +16,10 @@ with the holder's run id, an expiry and a random token.
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from datetime import datetime, timedelta, timezone
 
+from ansible_collections.cms.patching.plugins.module_utils import run_id as run_ids
 from ansible_collections.cms.patching.plugins.module_utils.batching import chunked
 from ansible_collections.cms.patching.plugins.module_utils.errors import (
     PatchingError, aws_error_message, error_code, is_aws_error, validate_instance_ids)
@@ -28,7 +28,6 @@ LOCK_PREFIX = "/cms-patching/locks/"
 TAKEOVER_PREFIX = "/cms-patching/takeovers/"
 # GetParameters and DeleteParameters take at most 10 names.
 PARAM_BATCH = 10
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 MAX_TTL = 7 * 24 * 3600
 TIME_FMT = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -50,8 +49,7 @@ def validate_lock_params(params):
     ids = params.get("instance_ids") or []
     validate_instance_ids(ids)
     run_id = params.get("run_id")
-    if not run_id or not RUN_ID_RE.match(str(run_id)):
-        raise PatchingError(f"invalid run_id '{run_id}': 1 to 64 letters, digits, '.', '_', ':' or '-', starting with a letter or digit")
+    run_ids.validate(run_id)
     ttl = params.get("ttl")
     if ttl is not None and not 0 < ttl <= MAX_TTL:
         raise PatchingError(f"ttl must be between 1 and {MAX_TTL} seconds, got {ttl}")

@@ -13,10 +13,11 @@ import html
 import io
 import json
 import os
-import re
 import tempfile
 from contextlib import contextmanager
 from datetime import datetime, timezone
+
+from ansible_collections.cms.patching.plugins.module_utils import run_id as run_ids
 
 try:
     import fcntl
@@ -30,7 +31,6 @@ CSV_FIELDS = ("instance_id", "name", "account_id", "region", "platform", "final_
               "backup_status", "patch_outcome", "missing_before", "missing_after", "validation_passed", "rollback_status")
 HTML_COLUMNS = ("instance_id", "name", "account_id", "region", "platform", "final_status", "reasons",
                 "image_id", "patch_outcome", "missing_before", "missing_after", "rollback_status")
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def now_iso():
@@ -38,8 +38,8 @@ def now_iso():
 
 
 def run_directory(report_dir, run_id, slice_name=None):
-    if not RUN_ID_RE.match(str(run_id)):
-        raise ValueError(f"invalid run id '{run_id}': use letters, digits, '.', '_' or '-'")
+    if not run_ids.is_valid(run_id):
+        raise ValueError(run_ids.error(run_id))
     path = os.path.join(report_dir, str(run_id))
     if slice_name not in (None, ""):
         path = os.path.join(path, f"slice-{slice_name}")

@@ -5,10 +5,9 @@
 
 from __future__ import annotations
 
-import datetime
 import re
-import uuid
 
+from ansible_collections.cms.patching.plugins.module_utils import run_id as run_ids
 from ansible_collections.cms.patching.plugins.module_utils.errors import PatchingError, require_positive
 
 # Argument spec shared by ssm_patch_run and ssm_command_run (documented in the cms.patching.ssm_command fragment).
@@ -27,8 +26,6 @@ RUNNER_ARGS = dict(
     poll_interval=dict(type="float", default=10.0),
 )
 
-# The run id is one word of the Comment `cms-patching <run-id> <step>` (max 100 characters).
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 STEP_RE = re.compile(r"^[a-z][a-z0-9_-]{0,19}$")
 # AWS's own patterns for SendCommand MaxConcurrency and MaxErrors.
 MAX_CONCURRENCY_RE = re.compile(r"^([1-9][0-9]*|[1-9][0-9]%|[1-9]%|100%)$")
@@ -37,16 +34,9 @@ LOG_GROUP_RE = re.compile(r"^[\w./#-]{1,512}$")
 DELIVERY_TIMEOUT_RANGE = (30, 2592000)  # SendCommand TimeoutSeconds
 
 
-def new_run_id():
-    return "run-" + datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
-
-
 def resolve_run_id(value):
-    if value is None:
-        return new_run_id()
-    if not RUN_ID_RE.match(value):
-        raise PatchingError(f"invalid run_id {value!r}: use 1-64 letters, digits, '.', '_', ':' or '-' (no blanks)")
-    return value
+    """The run id is one word of the Comment `cms-patching <run-id> <step>` (max 100 characters)."""
+    return run_ids.resolve(value)
 
 
 def validate_step(step):

@@ -18,6 +18,8 @@ import jinja2
 import pytest
 import yaml
 
+from ansible_collections.cms.patching.plugins.module_utils import run_id as run_ids
+
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "awx" / "controller_config.yml"
 BIN = Path(sys.executable).parent
@@ -322,7 +324,6 @@ def test_only_sliced_templates_slice_and_each_slice_gets_its_own_report_but_one_
     assert sliced_templates
     for template in templates:
         assert ("cms_patching_slice" in template.get("extra_vars", {})) == sliced(template), template["name"]
-    run_id_pattern = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
     for template in sliced_templates:
         ev = template["extra_vars"]
         assert isinstance(ev["cms_patching_slice"], Unsafe) and isinstance(ev["cms_patching_run_id"], Unsafe)
@@ -331,9 +332,16 @@ def test_only_sliced_templates_slice_and_each_slice_gets_its_own_report_but_one_
         rendered = [{k: render(ev[k], s) for k in ("cms_patching_slice", "cms_patching_run_id")} for s in slices]
         assert rendered[0]["cms_patching_slice"] != rendered[1]["cms_patching_slice"]
         assert rendered[0]["cms_patching_run_id"] == rendered[1]["cms_patching_run_id"] == "awx-100"
-        assert all(run_id_pattern.match(r["cms_patching_slice"]) for r in rendered)
+        assert all(run_ids.is_valid(r["cms_patching_slice"]) for r in rendered)
         # Launched with one slice, AWX makes a plain job: still a valid run id.
         assert render(ev["cms_patching_run_id"], {"awx_job_id": 7}) == "awx-7"
+
+
+def test_the_run_id_question_allows_exactly_what_the_collection_accepts(config):
+    asked = [q for item in config["controller_templates"] + config["controller_workflows"] for q in questions(item)
+             if q["variable"] == "cms_patching_run_id"]
+    assert asked
+    assert all(q["max"] == run_ids.MAX_LENGTH for q in asked), asked
 
 
 # --- the execution environment ---

@@ -67,12 +67,12 @@ def test_description_is_cut_to_aws_limit():
     assert len(N.render_description("{name}" * 10, values(name_tag="d" * 64))) == 255
 
 
-@pytest.mark.parametrize("run_id", ["20240501T120000Z-a1b2c3", "r1", "2024-05-01T12:00:00Z", "job_42.retry"])
+@pytest.mark.parametrize("run_id", ["20240501T120000Z-a1b2c3", "r1", "awx-100", "job_42.retry", "x" * 64])
 def test_good_run_ids(run_id):
     N.validate_run_id(run_id)
 
 
-@pytest.mark.parametrize("run_id", ["", "-leading", "has space", "x" * 65, "semi;colon"])
+@pytest.mark.parametrize("run_id", ["", "-leading", "has space", "x" * 65, "semi;colon", "2024-05-01T12:00:00Z", "a/b"])
 def test_bad_run_ids(run_id):
     with pytest.raises(PatchingError, match="run_id"):
         N.validate_run_id(run_id)

@@ -9,7 +9,7 @@ import uuid
 from datetime import datetime, timezone
 from urllib.parse import parse_qs
 
-from . import state
+from . import iam, state
 
 _CRED_RE = re.compile(r"Credential=([^/,\s]+)/[^/]+/[^/]+/([^/]+)/")
 _AKID_RE = re.compile(r"<AccessKeyId>([^<]+)</AccessKeyId>")
@@ -101,6 +101,9 @@ class SimMiddleware:
         if rate > 0 and service in ("ec2", "ssm") and random.random() < rate:
             state.ACCOUNTING.record_throttle(akid)
             return self._throttle(service, start_response)
+        denied = iam.check_request(environ, service, action, akid, start_response)  # only while an iam_policy is set
+        if denied is not None:
+            return denied
         if service == "sts" and action == "AssumeRole":
             return self._track_assume_role(environ, start_response, akid, form)
         return self.app(environ, start_response)
@@ -223,6 +226,11 @@ class SimMiddleware:
             return _json(start_response, "200 OK", acc.stats(key))
         if path == "/_sim/stats/reset" and method == "POST":
             acc.reset(key)
+            return _json(start_response, "200 OK", {"ok": True})
+        if path == "/_sim/authz" and method == "GET":  # the request contexts authorised (and refused) under iam_policy
+            return _json(start_response, "200 OK", iam.recorded(key))
+        if path == "/_sim/authz/reset" and method == "POST":
+            iam.reset_recorded(key)
             return _json(start_response, "200 OK", {"ok": True})
         if path == "/_sim/config":
             if method == "GET":

@@ -15,6 +15,9 @@ DURATION_KEYS = ("image_pending_s", "command_s", "reboot_s", "replace_root_s")
 CONFIG_KEYS = DURATION_KEYS + ("throttle_rate", "sts_session_s")
 DEFAULTS = {"image_pending_s": 0.2, "command_s": 0.2, "reboot_s": 0.2, "replace_root_s": 0.2, "throttle_rate": 0.0,
             "sts_session_s": 0.0}
+# Keys whose value is a JSON document rather than a number. iam_policy: an identity-based policy enforced on every call
+# of the key (iam.py); null clears it.
+JSON_KEYS = ("iam_policy",)
 
 FAULTS = frozenset((
     "ssm-unmanaged", "ssm-offline", "ami-fail", "snapshot-error", "precheck-fail", "patch-fail", "patch-timeout",
@@ -39,16 +42,27 @@ def _env_config() -> dict:
 
 
 def validate_config(values: dict) -> dict:
-    """Keep known keys only, as floats; reject nonsense early with a clear message."""
+    """Keep known keys only, as floats (JSON_KEYS: as validated documents; null: clear the key); reject nonsense early
+    with a clear message."""
     out = {}
     for key, value in values.items():
-        if key not in CONFIG_KEYS:
-            raise ValueError(f"unknown config key {key!r}; known: {', '.join(CONFIG_KEYS)}")
+        if key not in CONFIG_KEYS + JSON_KEYS:
+            raise ValueError(f"unknown config key {key!r}; known: {', '.join(CONFIG_KEYS + JSON_KEYS)}")
+        if value is None or key in JSON_KEYS:
+            out[key] = _validate_json(key, value)
+            continue
         value = float(value)
         if value < 0 or (key == "throttle_rate" and value > 1):
             raise ValueError(f"{key} out of range: {value}")
         out[key] = value
     return out
+
+
+def _validate_json(key: str, value):
+    if value is None:
+        return None
+    from .iam import validate_policy  # pylint: disable=import-outside-toplevel
+    return validate_policy(value)
 
 
 class Accounting:
@@ -109,10 +123,14 @@ class Accounting:
     def set_config(self, values: dict, key: str | None = None) -> None:
         values = validate_config(values)
         with _LOCK:
-            if key:
-                self.key_config.setdefault(self.root_key(key), {}).update(values)
-            else:
-                self.config.update(values)
+            target = self.key_config.setdefault(self.root_key(key), {}) if key else self.config
+            for name, value in values.items():
+                if value is not None:
+                    target[name] = value
+                elif key or name in JSON_KEYS:
+                    target.pop(name, None)
+                else:
+                    target[name] = _env_config()[name]
 
     def setting(self, name: str, akid: str | None = None) -> float:
         """Effective value for the request being served (per-key override, else global)."""
@@ -121,6 +139,12 @@ class Accounting:
         root = self.root_key(akid)
         override = self.key_config.get(root, {}) if root else {}
         return float(override.get(name, self.config[name]))
+
+    def json_setting(self, name: str, akid: str | None = None):
+        """Effective JSON_KEYS value (per-key override, else global, else None)."""
+        root = self.root_key(current_key() if akid is None else akid)
+        override = self.key_config.get(root, {}) if root else {}
+        return override[name] if name in override else self.config.get(name)
 
 
 ACCOUNTING = Accounting()

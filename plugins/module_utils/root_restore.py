@@ -4,7 +4,8 @@
 """Rollback: replace each instance's root volume from its pre-patch AMI, then wait for the task and the SSM agent.
 
 Reads are batched (DescribeInstances/DescribeImages by filter, DescribeReplaceRootVolumeTasks by id list,
-DescribeInstanceInformation per 50); CreateReplaceRootVolumeTask has no batch form, so it is one call per instance.
+DescribeInstanceInformation per 50), and read through paginators since AWS may answer any of them in pages;
+CreateReplaceRootVolumeTask has no batch form, so it is one call per instance.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def read_images(ec2, image_ids):
     """{image id: {state, tags}}."""
     found = {}
     for ids in chunked(sorted(set(image_ids)), EC2_ID_BATCH):
-        for image in ec2.describe_images(aws_retry=True, Filters=[{"Name": "image-id", "Values": ids}]).get("Images", []):
+        for image in paginate(ec2, "describe_images", "Images", Filters=[{"Name": "image-id", "Values": ids}]):
             found[image["ImageId"]] = dict(state=image.get("State"), tags=T.tag_dict(image.get("Tags")))
     return found
 
@@ -99,7 +100,7 @@ def wait_tasks(ec2, task_ids, timeout, poll_interval, clock=time.monotonic, slee
             break
         try:
             for ids in chunked(open_ids, SSM_BATCH):
-                for task in ec2.describe_replace_root_volume_tasks(aws_retry=True, ReplaceRootVolumeTaskIds=ids).get("ReplaceRootVolumeTasks", []):
+                for task in paginate(ec2, "describe_replace_root_volume_tasks", "ReplaceRootVolumeTasks", ReplaceRootVolumeTaskIds=ids):
                     states[task["ReplaceRootVolumeTaskId"]] = task.get("TaskState")
         except Exception as e:  # pylint: disable=broad-except
             if not is_aws_error(e):

@@ -14,7 +14,7 @@ from moto.ec2.responses import EC2Response
 from moto.ec2.utils import random_ami_id
 
 from . import state
-from .ec2 import tags_of
+from .ec2 import _decode_token, _encode_token, tags_of
 
 _orig_bdm = Ami.block_device_mappings
 TASKS: dict[tuple[str, str], dict[str, dict]] = {}
@@ -174,6 +174,32 @@ def create_replace_root_volume_task(self):
     return _action_result({"ReplaceRootVolumeTask": _task_view(task)})
 
 
+def _page(items: list, max_results, token, low: int, high: int, param: str) -> tuple[list, str | None]:
+    """One page of items and the next token (EC2 API Reference, "Pagination": MaxResults/NextToken)."""
+    start = _decode_token(token) if token else 0
+    if not max_results:
+        return items[start:], None
+    max_results = int(max_results)
+    if not low <= max_results <= high:
+        raise EC2ClientError("InvalidParameterValue",
+                             f"Value ( {max_results} ) for parameter {param} is invalid. Expecting a value between {low} and {high}.")
+    nxt = _encode_token(start + max_results) if start + max_results < len(items) else None
+    return items[start:start + max_results], nxt
+
+
+_orig_describe_images_response = EC2Response.describe_images
+
+
+def describe_images(self):
+    """DescribeImages honours MaxResults/NextToken (botocore has a DescribeImages paginator; stock moto returns one page).
+
+    The model gives MaxResults no range; 1..1000 as the EC2 API's describe actions cap a page at 1,000 items.
+    """
+    result = _orig_describe_images_response(self)
+    images, nxt = _page(list(result.result["Images"]), self._get_param("MaxResults"), self._get_param("NextToken"), 1, 1000, "maxResults")
+    return _action_result(dict({"Images": images}, **({"NextToken": nxt} if nxt else {})))
+
+
 def describe_replace_root_volume_tasks(self):
     ids = self._get_param("ReplaceRootVolumeTaskIds", [])
     filters = self._filters_from_querystring()
@@ -187,7 +213,9 @@ def describe_replace_root_volume_tasks(self):
         tasks = [t for t in tasks if t["ReplaceRootVolumeTaskId"] in ids]
     if "instance-id" in filters:
         tasks = [t for t in tasks if t["InstanceId"] in filters["instance-id"]]
-    return _action_result({"ReplaceRootVolumeTasks": [_task_view(t) for t in tasks]})
+    # Paginated like AWS (botocore model: DescribeReplaceRootVolumeTasksMaxResults is 1..50, with a paginator).
+    tasks, nxt = _page(tasks, self._get_param("MaxResults"), self._get_param("NextToken"), 1, 50, "MaxResults")
+    return _action_result(dict({"ReplaceRootVolumeTasks": [_task_view(t) for t in tasks]}, **({"NextToken": nxt} if nxt else {})))
 
 
 def apply() -> None:
@@ -199,3 +227,4 @@ def apply() -> None:
     EC2Response.create_image = create_image
     EC2Response.create_replace_root_volume_task = create_replace_root_volume_task
     EC2Response.describe_replace_root_volume_tasks = describe_replace_root_volume_tasks
+    EC2Response.describe_images = describe_images

@@ -198,15 +198,14 @@ from ansible import constants as C
 from ansible.errors import AnsibleParserError
 from ansible.module_utils.common.text.converters import to_text
 
+from ansible_collections.amazon.aws.plugins.plugin_utils.botocore import get_aws_connection_info
 from ansible_collections.amazon.aws.plugins.plugin_utils.inventory import AWSInventoryBase
 
 from ansible_collections.cms.patching.plugins.module_utils import inventory_fleet as fleet
-from ansible_collections.cms.patching.plugins.module_utils.aws import assume_role
+from ansible_collections.cms.patching.plugins.module_utils.aws import assumed_role_session, client_config
 from ansible_collections.cms.patching.plugins.module_utils.errors import PatchingError, aws_error_message, error_code, is_aws_error
 
 DENIED = ("UnauthorizedOperation", "AccessDenied", "AccessDeniedException")
-# Few botocore attempts: AWSRetry already backs off on throttling, and an unreachable endpoint must fail fast.
-CLIENT_CONFIG = {"retries": {"mode": "standard", "max_attempts": 3}, "connect_timeout": 10, "read_timeout": 60}
 CACHE_FORMAT = 1
 QUERY_OPTIONS = ("regions", "accounts", "include_default_account", "filters", "include_filters", "exclude_filters",
                  "hostnames", "include_patch_state", "assume_role_arn", "endpoint_url", "profile", "access_key")
@@ -257,8 +256,8 @@ class InventoryModule(AWSInventoryBase):
         return config
 
     def _set_frozen_credentials(self):
-        # The base class assumes assume_role_arn while parsing; do it only when AWS is really queried,
-        # so that a cache hit makes no AWS call at all.
+        # The base class assumes assume_role_arn while parsing, into credentials that never renew. Here it is assumed
+        # only when AWS is really queried (a cache hit makes no AWS call at all), as a session that renews itself.
         pass
 
     def _check_options(self):
@@ -292,10 +291,11 @@ class InventoryModule(AWSInventoryBase):
     def _query(self):
         regions = self._regions()
         hosts, seen = [], set()
+        self._default_role_session = None  # pylint: disable=attribute-defined-outside-init
         for account in self._account_sources():
-            credentials = self._credentials(account)
+            session = self._session(account)
             for region in regions:
-                for host in self._query_region(account, credentials, region):
+                for host in self._query_region(account, session, region):
                     if host["vars"]["instance_id"] not in seen:  # an account reached twice is listed once
                         seen.add(host["vars"]["instance_id"])
                         hosts.append(host)
@@ -316,29 +316,60 @@ class InventoryModule(AWSInventoryBase):
             sources.insert(0, (_plain(self.get_option("assume_role_arn")), None, True))
         return sources
 
-    def _credentials(self, account):
-        """boto3 keyword credentials for an account ({} = the default ones), assumed only now, never on a cache hit."""
+    def _session(self, account):
+        """A boto3 session for an account (None: the default credentials), assumed only now, never on a cache hit.
+
+        Assumed roles renew themselves (botocore's refreshable assume-role credentials); the accounts' roles are assumed
+        with the default credentials, which are assume_role_arn's session when that is set.
+        """
         role_arn, external_id, is_default = account
         default_role = self.get_option("assume_role_arn")
+        if is_default and not default_role:
+            return None
         try:
-            if default_role and not self._frozen_credentials:
-                self._freeze_iam_role(default_role)
+            if default_role and self._default_role_session is None:
+                self._default_role_session = self._assume(self._source_session(), str(default_role),
+                                                          f"ansible_aws_{getattr(self, 'ansible_name', self.NAME)}_dynamic_inventory", None)
             if is_default:
-                return {}
-            sts = self.client("sts", region=self.region or self._regions()[0], config=botocore.config.Config(**CLIENT_CONFIG))
-            return dict(assume_role(sts, role_arn, self.get_option("role_session_name"), external_id), profile_name=None)
+                return self._default_role_session
+            return self._assume(self._default_role_session or self._source_session(), role_arn, self.get_option("role_session_name"), external_id)
         except PatchingError as e:
             self.fail_aws(f"{self.NAME}: {e}")
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
-            self.fail_aws(f"{self.NAME}: {aws_error_message(e, 'sts:AssumeRole', default_role)}")
 
-    def _query_region(self, account, credentials, region):
+    def _connection(self):
+        """(endpoint_url, boto3 keyword arguments) from amazon.aws's options, as its own clients read them."""
+        _region, endpoint_url, params = get_aws_connection_info(self)
+        return endpoint_url, params
+
+    def _source_session(self):
+        _endpoint, params = self._connection()
+        return boto3.session.Session(profile_name=params.get("profile_name"), aws_access_key_id=params.get("aws_access_key_id"),
+                                     aws_secret_access_key=params.get("aws_secret_access_key"),
+                                     aws_session_token=params.get("aws_session_token"))
+
+    def _assume(self, source, role_arn, session_name, external_id):
+        endpoint_url, params = self._connection()
+        return assumed_role_session(source, role_arn, session_name, external_id, region=self.region or self._regions()[0],
+                                    endpoint_url=endpoint_url, verify=params.get("verify"), config=self._client_config())
+
+    def _client_config(self):
+        _endpoint, params = self._connection()
+        config = client_config()
+        return config.merge(params["aws_config"]) if params.get("aws_config") is not None else config
+
+    def _client(self, session, service, region):
+        """A client with the collection's one retry policy, for the default credentials or an account's session."""
+        if session is None:  # amazon.aws's own client; it merges aws_config itself
+            return self.client(service, region=region, config=client_config())
+        endpoint_url, params = self._connection()
+        return session.client(service, region_name=region, endpoint_url=endpoint_url, verify=params.get("verify"), config=self._client_config())
+
+    def _query_region(self, account, session, region):
         role_arn, external_id = account[:2]
         where = region + (f" ({role_arn})" if role_arn else "")
-        config = botocore.config.Config(**CLIENT_CONFIG)
-        ssm = fleet.SsmLookup(self.client("ssm", region=region, config=config, **credentials), self.get_option("include_patch_state"))
+        ssm = fleet.SsmLookup(self._client(session, "ssm", region), self.get_option("include_patch_state"))
         try:
-            instances = fleet.select_instances(self.client("ec2", region=region, config=config, **credentials), self._include_filters(),
+            instances = fleet.select_instances(self._client(session, "ec2", region), self._include_filters(),
                                                self.get_option("exclude_filters"), self.get_option("page_size"), on_selected=ssm.add)
         except Exception as e:  # pylint: disable=broad-except
             ssm.close()

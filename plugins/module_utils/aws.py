@@ -9,19 +9,30 @@ configuration, so AWS_ENDPOINT_URL points every client at another endpoint (the 
 
 from __future__ import annotations
 
+import functools
+
 try:
+    import boto3
+    import botocore.session
     from botocore.config import Config
+    from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
 except ImportError:  # AnsibleAWSModule reports the missing SDK
     Config = None
 
-from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
+from ansible_collections.amazon.aws.plugins.module_utils.botocore import get_aws_connection_info
+from ansible_collections.amazon.aws.plugins.module_utils.retries import RetryingBotoClientWrapper
 
 from ansible_collections.cms.patching.plugins.module_utils.errors import PatchingError, aws_error_message, is_aws_error
 
-# Throttling storms (RequestLimitExceeded / ThrottlingException) are per account and region:
-# back off with jitter on every call, and let botocore retry each page of a paginator too.
-RETRY = AWSRetry.jittered_backoff(retries=10, delay=1, max_delay=20)
-BOTOCORE_RETRIES = {"mode": "legacy", "max_attempts": 10}
+# One retry policy for every client, the modules' and the inventory's: botocore's "standard" mode. It retries both
+# throttling codes (EC2 RequestLimitExceeded, SSM ThrottlingException; amazon.aws's AWSRetry skips the latter),
+# 5xx answers and connection errors, with jittered exponential backoff capped at 20 s between attempts.
+MAX_ATTEMPTS = 10
+# Each attempt is bounded too, so one call lasts at most about MAX_ATTEMPTS * (CONNECT_TIMEOUT + READ_TIMEOUT) plus
+# the backoffs; every wait loop checks its own deadline between calls, so it overruns that deadline by no more.
+CONNECT_TIMEOUT = 10
+READ_TIMEOUT = 30
+RETRY_MODE = "standard"
 
 ASSUME_ROLE_ARGS = dict(
     role_arn=dict(type="str"),
@@ -30,8 +41,27 @@ ASSUME_ROLE_ARGS = dict(
 )
 
 
+def client_config(max_attempts=None, **extra):
+    """botocore Config with the collection's retry policy; max_attempts counts every attempt (1 = no retry)."""
+    return Config(retries={"mode": RETRY_MODE, "total_max_attempts": max_attempts or MAX_ATTEMPTS},
+                  connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT, **extra)
+
+
+def _botocore_retries_only(func):
+    """The `retry_decorator` of every client: call sites keep amazon.aws's aws_retry=True, botocore does the retrying."""
+    return func
+
+
+RETRY = _botocore_retries_only
+
+
 class AwsSession:
-    """Clients for one (account, region): the module's own credentials or an assumed role."""
+    """Clients for one (account, region): the module's own credentials or an assumed role.
+
+    An assumed role is a boto3 session on botocore's refreshable assume-role credentials, so it renews itself before
+    the STS session ends (a patch wave or an AMI wait can outlive the default 3,600 s, and role chaining caps
+    sessions at one hour). Its clients use the module's endpoint, region, TLS and aws_config settings.
+    """
 
     def __init__(self, module, region=None, role_arn=None, role_session_name="cms-patching", external_id=None):
         self.module = module
@@ -39,7 +69,7 @@ class AwsSession:
         self.role_arn = role_arn
         self.role_session_name = role_session_name or "cms-patching"
         self.external_id = external_id
-        self._credentials = None
+        self._role_session = None
         self._clients = {}
         if not self.region:
             raise PatchingError("no region given: set the region option or AWS_REGION")
@@ -49,39 +79,62 @@ class AwsSession:
         params = module.params
         return cls(module, params.get("region"), params.get("role_arn"), params.get("role_session_name"), params.get("external_id"))
 
-    def client(self, service):
-        if service not in self._clients:
-            kwargs = dict(self._assumed_credentials())
-            if Config is not None:
-                kwargs["config"] = Config(retries=BOTOCORE_RETRIES)
-            self._clients[service] = self.module.client(service, retry_decorator=RETRY, region=self.region, **kwargs)
-        return self._clients[service]
+    def client(self, service, max_attempts=None):
+        """A client for `service` in this session's account and region, with the collection's retry policy.
 
-    def _assumed_credentials(self):
-        if not self.role_arn:
-            return {}
-        if self._credentials is None:
-            self._credentials = assume_role(self.module.client("sts", retry_decorator=RETRY, region=self.region),
-                                            self.role_arn, self.role_session_name, self.external_id)
-        return self._credentials
+        max_attempts caps every attempt of a call, the first included: max_attempts=1 gives a client that sends each
+        request once and never retries by itself, for calls that must not be repeated blindly (SSM SendCommand has
+        no idempotency token, and botocore would resend it after a read timeout). Calls may pass amazon.aws's
+        aws_retry=True; it adds no second layer of retries.
+        """
+        key = (service, max_attempts)
+        if key not in self._clients:
+            if self.role_arn:
+                self._clients[key] = RetryingBotoClientWrapper(self._assumed_client(service, client_config(max_attempts)), RETRY)
+            else:
+                self._clients[key] = self.module.client(service, retry_decorator=RETRY, region=self.region, config=client_config(max_attempts))
+        return self._clients[key]
+
+    def _assumed_client(self, service, config):
+        _region, endpoint_url, params = get_aws_connection_info(self.module)
+        if params.get("aws_config") is not None:  # the user's aws_config wins, as in amazon.aws's own clients
+            config = config.merge(params["aws_config"])
+        if self._role_session is None:
+            source = boto3.session.Session(profile_name=params.get("profile_name"), aws_access_key_id=params.get("aws_access_key_id"),
+                                           aws_secret_access_key=params.get("aws_secret_access_key"),
+                                           aws_session_token=params.get("aws_session_token"))
+            self._role_session = assumed_role_session(source, self.role_arn, self.role_session_name, self.external_id,
+                                                      region=self.region, endpoint_url=endpoint_url, verify=params.get("verify"),
+                                                      config=client_config())
+        return self._role_session.client(service, region_name=self.region, endpoint_url=endpoint_url, verify=params.get("verify"), config=config)
 
 
-def assume_role(sts, role_arn, session_name, external_id=None):
-    """boto3 keyword credentials for role_arn; one clear line when STS refuses."""
-    params = dict(RoleArn=role_arn, RoleSessionName=session_name)
+def assumed_role_session(source, role_arn, session_name, external_id=None, region=None, endpoint_url=None, verify=None, config=None):
+    """A boto3 Session that is role_arn, assumed with `source`'s credentials, renewing itself before each session ends.
+
+    The credentials are botocore's own (AssumeRoleCredentialFetcher with DeferredRefreshableCredentials, as botocore
+    builds for a role_arn profile): it calls AssumeRole again 10 to 15 minutes before expiry. The first AssumeRole
+    happens here, so a refusal is one clear line now rather than an error inside the first call.
+    """
+    source_credentials = source.get_credentials()
+    if source_credentials is None:
+        raise PatchingError(f"sts:AssumeRole failed for {role_arn}: no AWS credentials to assume it with")
+    extra = {"RoleSessionName": session_name}
     if external_id:
-        params["ExternalId"] = external_id
+        extra["ExternalId"] = external_id
+    sts_creator = functools.partial(source.client, region_name=region, endpoint_url=endpoint_url, verify=verify, config=config)
+    fetcher = AssumeRoleCredentialFetcher(sts_creator, source_credentials, role_arn, extra_args=extra)
+    credentials = DeferredRefreshableCredentials(fetcher.fetch_credentials, "assume-role")
     try:
-        creds = sts.assume_role(**params)["Credentials"]
+        credentials.get_frozen_credentials()
     except Exception as e:  # pylint: disable=broad-except
         if is_aws_error(e):
             raise PatchingError(aws_error_message(e, "sts:AssumeRole", role_arn)) from None
         raise
-    return dict(
-        aws_access_key_id=creds["AccessKeyId"],
-        aws_secret_access_key=creds["SecretAccessKey"],
-        aws_session_token=creds["SessionToken"],
-    )
+    role_session = botocore.session.Session(profile=source.profile_name if source.profile_name != "default" else None)
+    # botocore has no public setter for a refreshable credentials object.
+    role_session._credentials = credentials  # pylint: disable=protected-access
+    return boto3.session.Session(botocore_session=role_session, region_name=region)
 
 
 def known_regions(service="ec2"):

@@ -63,7 +63,7 @@ def role_account_id(role_arn):
 
 
 def _call(client, operation, **params):
-    # Throttling is per account and region: back off with jitter on every page.
+    # Throttling is per account and region: the clients' botocore retry policy (aws.client_config) backs off on every page.
     return RETRY(getattr(client, operation))(**params)
 
 

@@ -58,7 +58,8 @@ class SentCommand:
     states: Dict[str, tuple] = field(default_factory=dict)  # instance id -> (Status, StatusDetails)
     cancelled_at: Optional[float] = None
     cancelled: Dict[str, Optional[str]] = field(default_factory=dict)  # instance id -> Status when we cancelled it
-    last_error: Optional[str] = None
+    last_error: Optional[str] = None  # why the latest read of this command failed (None once a read succeeds)
+    cancel_error: Optional[str] = None  # why our own CancelCommand failed: then no message may say it was sent
 
     def open_ids(self):
         return [i for i in self.instance_ids if classify(*self.states.get(i, (None, None))) is None]
@@ -158,7 +159,7 @@ class SsmRunner:
         except Exception as e:  # pylint: disable=broad-except
             if not is_aws_error(e):
                 raise
-            cmd.last_error = aws_error_message(e, "ssm:CancelCommand", cmd.command_id)
+            cmd.last_error = cmd.cancel_error = aws_error_message(e, "ssm:CancelCommand", cmd.command_id)
 
     def _details(self, cmd):
         try:
@@ -169,6 +170,7 @@ class SsmRunner:
             cmd.last_error = aws_error_message(e, "ssm:ListCommandInvocations", cmd.command_id)
             return {}
         found = {inv.get("InstanceId"): inv for inv in invocations}
+        cmd.last_error = None  # fresh states: an earlier failed read says nothing about them
         for iid, inv in found.items():
             if iid in cmd.instance_ids:
                 cmd.states[iid] = (inv.get("Status"), inv.get("StatusDetails"))
@@ -182,10 +184,12 @@ class SsmRunner:
             code = exit_code_failure(invocation)
             if code is not None:
                 res.outcome, res.error = "failed", f"exit code {code}"
-        if iid in cmd.cancelled and res.outcome in (None, "cancelled"):
+        if res.outcome is None and cmd.last_error:  # its latest read failed: it may have run, or not, or still run
+            res.outcome, res.error = "state_unknown", self._unknown_error(cmd, iid)
+        elif iid in cmd.cancelled and res.outcome in (None, "cancelled"):
             res.outcome, res.error = self._deadline_outcome(cmd, iid)
         elif res.outcome is None:  # never reached a terminal status and was not ours to cancel
-            res.outcome, res.error = "timed_out", f"still {status or 'not reported'}: {cmd.last_error or 'no terminal status'}"
+            res.outcome, res.error = "timed_out", f"still {status or 'not reported'}: no terminal status"
         elif res.outcome != "success" and not res.error:
             res.error = f"{status}: {details}"
         return res
@@ -195,14 +199,26 @@ class SsmRunner:
         before = cmd.cancelled[iid]
         limit = cmd.request.execution_timeout
         if is_pending_delivery(before):
-            return "delivery_timed_out", f"not delivered within execution_timeout {limit:g}s; CancelCommand sent"
-        return "timed_out", f"still running after execution_timeout {limit:g}s; CancelCommand sent"
+            return "delivery_timed_out", f"not delivered within execution_timeout {limit:g}s; {cancel_note(cmd)}"
+        return "timed_out", f"still running after execution_timeout {limit:g}s; {cancel_note(cmd)}"
+
+    @staticmethod
+    def _unknown_error(cmd, iid):
+        """state_unknown: never said to have run or not; only what was last read, and why reading failed."""
+        status = cmd.states.get(iid, (None, None))[0]
+        cancelled = f"; {cancel_note(cmd)}" if iid in cmd.cancelled else ""
+        return f"status unknown (last read: {status or 'none'}): {cmd.last_error}{cancelled}"
 
     @staticmethod
     def _unwaited(cmd, iid):
         if cmd.send_error:
             return OperationResult(iid, outcome="undeliverable", error=cmd.send_error)
         return OperationResult(iid, command_id=cmd.command_id, status="Pending", outcome="sent")
+
+
+def cancel_note(cmd):
+    """What became of our CancelCommand: "sent" only when the call succeeded."""
+    return cmd.cancel_error or "CancelCommand sent"
 
 
 def send_command_params(request, instance_ids, comment):

@@ -19,6 +19,9 @@ PATCH_FAILURES = {
     "undeliverable": ("undeliverable", False),
     "delivery_timed_out": ("delivery_timed_out", False),
     "terminated": ("patch_not_started", False),  # MaxErrors stopped it before it started
+    # Its status could not be read (AWS errors until the end): it may have run or not. No rollback on a guess; the
+    # backup stays (the run deletes none) for a rollback.yml after a look at the instance.
+    "state_unknown": ("state_unknown", False),
 }
 PATCH_OK = ("success", "pending_reboot")
 NOT_DELIVERED = ("undeliverable", "delivery_timed_out")

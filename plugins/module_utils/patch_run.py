@@ -14,7 +14,7 @@ from ansible_collections.cms.patching.plugins.module_utils.errors import (
 )
 from ansible_collections.cms.patching.plugins.module_utils.models import RunConfig, summarize
 from ansible_collections.cms.patching.plugins.module_utils.scan import ssm_patch_states as read_compliance
-from ansible_collections.cms.patching.plugins.module_utils.ssm_agents import ONLINE, ping_statuses, wait_online
+from ansible_collections.cms.patching.plugins.module_utils.ssm_agents import AgentWatch, ping_statuses
 from ansible_collections.cms.patching.plugins.module_utils.ssm_options import (
     request_options, resolve_run_id, validate_runner_options,
 )
@@ -27,6 +27,13 @@ DOC_NAME_RE = re.compile(r"^[a-zA-Z0-9_.:/-]{3,128}$")
 STEP = "patch"
 # SendCommand refuses unregistered or terminated instances for the whole batch (InvalidInstanceId): never send to them.
 UNSENDABLE = ("NotRegistered", "Inactive")
+# AWS-RunPatchBaseline(WithHooks) parameter SnapshotId, allowedPattern of the document: the canonical 36-character GUID.
+# Other spellings uuid.UUID would accept (braces, urn:uuid:, no dashes) are refused, not rewritten: the id is the user's,
+# and it must be the same in every wave and in the compliance data that reports it.
+SNAPSHOT_ID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+# Patch Manager guide, "Using the BaselineOverride parameter": such a run prints only the packages marked NON_COMPLIANT,
+# with these states. A state named with a count of zero ("Missing: 0") is not a finding.
+NON_COMPLIANT_RE = re.compile(r"\b(Missing|Failed|InstalledRejected|InstalledPendingReboot)\b(?!\s*[:=]\s*0\b)")
 
 
 def validate(params):
@@ -37,7 +44,7 @@ def validate(params):
     if params["document"] not in DOCUMENTS:
         raise PatchingError(f"unknown document {params['document']!r}: use one of {', '.join(DOCUMENTS)}")
     validate_runner_options(params)
-    require_positive(params, ["agent_online_timeout"])
+    require_positive(params, ["agent_online_timeout", "agent_check_interval"])
     if params.get("install_override_list") and params.get("baseline_override"):
         raise PatchingError("install_override_list and baseline_override are mutually exclusive")
     if params.get("install_override_list") and params["document"] != "AWS-RunPatchBaseline":
@@ -52,11 +59,9 @@ def validate(params):
             raise PatchingError(f"{name} needs document AWS-RunPatchBaselineWithHooks")
         if value and not DOC_NAME_RE.match(value):
             raise PatchingError(f"invalid {name} {value!r}: not an SSM document name")
-    if params.get("snapshot_id"):
-        try:
-            uuid.UUID(params["snapshot_id"])
-        except ValueError:
-            raise PatchingError(f"snapshot_id must be a GUID, got {params['snapshot_id']!r}") from None
+    if params.get("snapshot_id") and not SNAPSHOT_ID_RE.fullmatch(params["snapshot_id"]):
+        raise PatchingError(f"snapshot_id must be a GUID in its canonical 36-character form "
+                            f"(xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx), got {params['snapshot_id']!r}")
 
 
 def document_parameters(params, snapshot_id):
@@ -77,8 +82,8 @@ def document_parameters(params, snapshot_id):
     return parameters
 
 
-def run_patch(ssm, params, check_mode, clock=time.monotonic, sleep=time.sleep):
-    """The module's whole job; returns the module result (without `failed`)."""
+def run_patch(ssm, params, check_mode, clock=time.monotonic, sleep=time.sleep, send_client=None):
+    """The module's whole job; returns the module result (without `failed`). send_client: SendCommand without retries."""
     validate(params)
     config = RunConfig(resolve_run_id(params.get("run_id")), params["poll_interval"], params["wait"], check_mode)
     snapshot_id = params.get("snapshot_id") or str(uuid.uuid4())
@@ -93,8 +98,8 @@ def run_patch(ssm, params, check_mode, clock=time.monotonic, sleep=time.sleep):
     sendable = [i for i in ids if pings[i] not in UNSENDABLE]
     request = CommandRequest(document=params["document"], instance_ids=sendable, step=STEP,
                              parameters=document_parameters(params, snapshot_id), **request_options(params))
-    runner = SsmRunner(ssm, config, clock=clock, sleep=sleep)
-    outcomes = runner.run([request]) if sendable else {}
+    runner = SsmRunner(ssm, config, clock=clock, sleep=sleep, send_client=send_client)
+    outcomes = runner.run([request], watch=agent_watch(ssm, params, clock)) if sendable else {}
     results = []
     for iid in ids:
         res = outcomes[iid].to_dict() if iid in outcomes else unsent(iid, pings[iid])
@@ -107,7 +112,7 @@ def run_patch(ssm, params, check_mode, clock=time.monotonic, sleep=time.sleep):
     return dict(
         changed=changed, run_id=config.run_id, snapshot_id=snapshot_id, results=results,
         summary=summarize(results, "outcome"),
-        commands=[dict(command_id=c.command_id, instance_count=len(c.instance_ids), comment=config.comment(STEP), error=c.send_error)
+        commands=[dict(command_id=c.command_id, instance_count=len(c.instance_ids), comment=c.comment, error=c.send_error)
                   for c in runner.sent],
         sent=len(sent),
     )
@@ -118,26 +123,31 @@ def unsent(iid, ping):
                 error=f"not sent: SSM agent {'not registered' if ping == 'NotRegistered' else ping} (SendCommand would refuse it)")
 
 
+def agent_watch(ssm, params, clock):
+    """An Install with RebootIfNeeded reboots inside the command, so its agents are watched while it runs (None otherwise)."""
+    if params["operation"] != "Install" or params["reboot_option"] != "RebootIfNeeded":
+        return None
+    return AgentWatch(ssm, params["agent_online_timeout"], params.get("agent_check_interval", 60), clock)
+
+
 def verify(ssm, params, results, before, snapshot_id, clock, sleep):
-    """After the command: the agent back Online (reboots), then fresh, clean compliance, within agent_online_timeout."""
-    timeout = params["agent_online_timeout"]
-    deadline = clock() + timeout
+    """After the command: fresh, clean compliance within agent_online_timeout (a reboot is over when the command ends).
+
+    A run with BaselineOverride does not write compliance (Patch Manager guide, "Using the BaselineOverride parameter"),
+    so it is judged on its own result and output, and no fresh patch state is waited for.
+    """
+    deadline = clock() + params["agent_online_timeout"]
     install = params["operation"] == "Install"
-    done = [r for r in results if r["outcome"] == "success"]
-    if install and params["reboot_option"] == "RebootIfNeeded" and done:
-        statuses, error = wait_online(ssm, [r["instance_id"] for r in done], timeout, params["poll_interval"], clock, sleep)
-        for res in done:
-            if statuses[res["instance_id"]] != ONLINE:
-                res["outcome"] = "reboot_timeout"
-                res["error"] = (f"SSM agent not Online within agent_online_timeout {timeout:g}s after the patch "
-                                f"(last PingStatus: {statuses[res['instance_id']] or error or 'unknown'})")
+    override = bool(params.get("baseline_override"))
+    done = [r["instance_id"] for r in results if r["outcome"] == "success"]
     sent_ids = [r["instance_id"] for r in results if r["command_id"]]
-    after, error = settle_compliance(ssm, sent_ids, [r["instance_id"] for r in done if r["outcome"] == "success"],
-                                     before, snapshot_id, deadline, params["poll_interval"], clock, sleep)
+    after, error = settle_compliance(ssm, sent_ids, [] if override else done, before, snapshot_id, deadline,
+                                     params["poll_interval"], clock, sleep)
     for res in results:
         res["compliance_after"] = after.get(res["instance_id"])
         if install and res["outcome"] == "success":
-            res["outcome"], res["error"] = judge_install(res, before.get(res["instance_id"]), snapshot_id, params["reboot_option"], error)
+            res["outcome"], res["error"] = judge_install(res, before.get(res["instance_id"]), snapshot_id, params["reboot_option"],
+                                                         error, override)
 
 
 def settle_compliance(ssm, ids, must_be_fresh, before, snapshot_id, deadline, poll_interval, clock, sleep):
@@ -171,8 +181,10 @@ def is_fresh(before, after, snapshot_id):
     return not after.get("snapshot_id") or after.get("snapshot_id") == snapshot_id
 
 
-def judge_install(res, before, snapshot_id, reboot_option, read_error):
+def judge_install(res, before, snapshot_id, reboot_option, read_error, override=False):
     """The verification rules of a successful Install: (outcome, error)."""
+    if override:
+        return judge_override_output(res.get("output_excerpt") or "", reboot_option)
     after = res["compliance_after"]
     if not is_fresh(before, after, snapshot_id):
         if after is None:
@@ -186,3 +198,20 @@ def judge_install(res, before, snapshot_id, reboot_option, read_error):
             return "pending_reboot", None
         return "noncompliant", f"InstalledPendingRebootCount={after['installed_pending_reboot']} although RebootIfNeeded was asked for"
     return "success", None
+
+
+def judge_override_output(output, reboot_option):
+    """A successful Install with BaselineOverride, judged on its output: (outcome, error).
+
+    The run prints only NON_COMPLIANT packages; any Missing, Failed or InstalledRejected one fails it, InstalledPendingReboot
+    alone is pending_reboot with NoReboot (and a failure with RebootIfNeeded, whose post-reboot run should have none).
+    """
+    found = {}
+    for state in NON_COMPLIANT_RE.findall(output):
+        found[state] = found.get(state, 0) + 1
+    if not found:
+        return "success", None
+    listed = ", ".join(f"{state} {count}" for state, count in sorted(found.items()))
+    if set(found) == {"InstalledPendingReboot"} and reboot_option == "NoReboot":
+        return "pending_reboot", None
+    return "noncompliant", f"the BaselineOverride run lists NON_COMPLIANT packages in its output ({listed})"

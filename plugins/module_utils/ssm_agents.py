@@ -26,6 +26,7 @@ def describe_agents(ssm, instance_ids):
                 platform_type=info.get("PlatformType"),
                 platform_name=info.get("PlatformName"),
                 agent_version=info.get("AgentVersion"),
+                last_ping=info.get("LastPingDateTime"),
             )
     return agents
 
@@ -57,3 +58,61 @@ def wait_online(ssm, instance_ids, timeout, poll_interval, clock=time.monotonic,
             break
         sleep(min(poll_interval, max(deadline - clock(), 0)))
     return last, error
+
+
+class AgentWatch:
+    """SsmRunner's `watch` hook: finds instances whose agent went away while their command is open (a reboot that hangs).
+
+    AWS does not document when PingStatus flips, so the signal is LastPingDateTime: an agent silent for longer than
+    `timeout` since the later of its last ping and the command's RequestedDateTime is lost. Agents are read at most once
+    per `interval` seconds, with one DescribeInstanceInformation per 50 open instances; a failed read waits for the next.
+    """
+
+    def __init__(self, ssm, timeout, interval, clock=time.monotonic, outcome="reboot_timeout"):
+        self.ssm = ssm
+        self.timeout = timeout
+        self.interval = interval
+        self.clock = clock
+        self.outcome = outcome
+        self.last_check = clock()  # the first check comes one interval after the send, not at the first poll
+        self.checks = 0
+        self.error = None
+
+    def __call__(self, commands):
+        now = self.clock()
+        ids = list(dict.fromkeys(i for cmd in commands for i in cmd.open_ids()))
+        if not ids or now - self.last_check < self.interval:
+            return {}
+        self.last_check = now
+        self.checks += 1
+        try:
+            agents = describe_agents(self.ssm, ids)
+        except Exception as e:  # pylint: disable=broad-except
+            if not is_aws_error(e):
+                raise
+            self.error = aws_error_message(e, "ssm:DescribeInstanceInformation")
+            return {}
+        lost = {}
+        for cmd in commands:
+            # AWS's clock, not the controller's: LastPingDateTime is stamped by AWS, and a controller clock that is off
+            # (no NTP, a resumed VM) would make healthy agents look silent or hung ones alive. RequestedDateTime plus
+            # monotonic time since the send needs no synchronised clock (see SentCommand.aws_time).
+            aws_now = cmd.aws_time(now)
+            for iid in cmd.open_ids():
+                silent = silence(agents.get(iid, {}).get("last_ping"), cmd.requested_at, aws_now)
+                if silent is not None and silent > self.timeout:
+                    last = agents[iid]["last_ping"]
+                    lost[iid] = (self.outcome, f"SSM agent silent for {silent:.0f}s while the command was InProgress (last ping "
+                                               f"{last.isoformat() if hasattr(last, 'isoformat') else last}), longer than "
+                                               f"agent_online_timeout {self.timeout:g}s")
+        return lost
+
+
+def silence(last_ping, requested_at, aws_now):
+    """Seconds the agent has been silent since the command was requested (None when a time is unknown)."""
+    if not hasattr(last_ping, "astimezone") or aws_now is None:
+        return None
+    since = last_ping
+    if hasattr(requested_at, "astimezone") and requested_at > since:
+        since = requested_at
+    return (aws_now - since).total_seconds()

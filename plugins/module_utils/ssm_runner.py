@@ -10,20 +10,37 @@ Time is read through injectable `clock`/`sleep` so the deadline logic is unit-te
 
 from __future__ import annotations
 
+import random
 import time
-from datetime import timedelta, timezone
+import uuid
+from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+try:
+    import botocore.exceptions
+except ImportError:  # AnsibleAWSModule reports the missing SDK
+    pass
+
 from ansible_collections.cms.patching.plugins.module_utils.batching import SSM_BATCH, chunked, paginate
-from ansible_collections.cms.patching.plugins.module_utils.errors import aws_error_message, is_aws_error
+from ansible_collections.cms.patching.plugins.module_utils.errors import aws_error_message, error_code, is_aws_error
 from ansible_collections.cms.patching.plugins.module_utils.models import OperationResult
 from ansible_collections.cms.patching.plugins.module_utils.ssm_status import (
-    classify, exit_code_failure, is_pending_delivery, output_excerpt,
+    classify, exit_code_failure, is_pending_delivery, normalise, plugin_excerpt, stream_excerpt,
 )
 
 # After our own CancelCommand, how long invocations get to report Cancelled before we stop waiting.
 CANCEL_GRACE_S = 60.0
+# SendCommand has no idempotency token, so it goes through a client without botocore retries and is retried here:
+# after an error that may hide an accepted command, the command is looked for (by its Comment token) before a resend.
+SEND_ATTEMPTS = 10
+SEND_BACKOFF_S = (1.0, 20.0)  # jittered exponential backoff: base, cap
+# ListCommands InvokedAfter is compared on AWS's clock; SigV4 refuses requests from clocks more than 5 minutes off.
+CLOCK_SKEW_S = 300
+THROTTLING_CODES = frozenset(("ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded",
+                              "RequestThrottledException"))
+# GetCommandInvocation (whole stdout/stderr, one call per invocation) only for failures, at most this many per run.
+OUTPUT_FETCH_LIMIT = 100
 
 
 @dataclass
@@ -51,84 +68,192 @@ class SentCommand:
 
     request: CommandRequest
     instance_ids: List[str]
+    comment: str = ""  # with this send's own token: how a lost answer is found again in ListCommands
     command_id: Optional[str] = None
     requested_at: object = None  # AWS's RequestedDateTime, for freshness checks on AWS's own clock
     deadline: float = 0.0
     send_error: Optional[str] = None
+    send_unknown: bool = False  # the answer was lost and ListCommands could not tell whether AWS accepted it
     states: Dict[str, tuple] = field(default_factory=dict)  # instance id -> (Status, StatusDetails)
     cancelled_at: Optional[float] = None
     cancelled: Dict[str, Optional[str]] = field(default_factory=dict)  # instance id -> Status when we cancelled it
     last_error: Optional[str] = None  # why the latest read of this command failed (None once a read succeeds)
     cancel_error: Optional[str] = None  # why our own CancelCommand failed: then no message may say it was sent
+    lost: Dict[str, dict] = field(default_factory=dict)  # instance id -> {at, outcome, error}: its agent was lost (watch)
 
     def open_ids(self):
         return [i for i in self.instance_ids if classify(*self.states.get(i, (None, None))) is None]
+
+    def aws_time(self, now):
+        """AWS's clock at monotonic time `now`: RequestedDateTime plus the monotonic time since the send (None if unknown).
+
+        The send's monotonic time is deadline - execution_timeout (see send()); it is taken after AWS stamped
+        RequestedDateTime, so the estimate is a little early, never late.
+        """
+        if not hasattr(self.requested_at, "astimezone"):
+            return None
+        sent = self.deadline - self.request.execution_timeout
+        return self.requested_at.astimezone(timezone.utc) + timedelta(seconds=now - sent)
 
 
 class SsmRunner:
     """Runs CommandRequests for a run (RunConfig): SendCommand per 50 ids, one ListCommands per poll."""
 
-    def __init__(self, ssm, config, clock=time.monotonic, sleep=time.sleep, cancel_grace=CANCEL_GRACE_S):
+    def __init__(self, ssm, config, clock=time.monotonic, sleep=time.sleep, cancel_grace=CANCEL_GRACE_S, send_client=None,
+                 wallclock=None):
         self.ssm = ssm
+        self.send_client = send_client or ssm  # should have no botocore retries (see SEND_ATTEMPTS)
         self.config = config
         self.clock = clock
         self.sleep = sleep
         self.cancel_grace = cancel_grace
+        self.wallclock = wallclock or (lambda: datetime.now(timezone.utc))
         self.sent = []
+        self.outputs_fetched = 0
 
-    def run(self, requests):
+    def run(self, requests, watch=None):
         """Send every request (unless check mode) and, when config.wait, wait for every invocation; results by id."""
         if self.config.check_mode:
             return {i: OperationResult(i, outcome="would_run") for r in requests for i in r.instance_ids}
         commands = [c for r in requests for c in self.send(r)]
         if not self.config.wait:
             return {i: self._unwaited(c, i) for c in commands for i in c.instance_ids}
-        return self.wait(commands)
+        return self.wait(commands, watch)
 
     def send(self, request):
         """One SendCommand per chunk of <= 50 ids. A refused chunk is recorded, never raised: other chunks may be running."""
         commands = []
         for ids in chunked(request.instance_ids, SSM_BATCH):
-            cmd = SentCommand(request, ids)
-            try:
-                response = self.ssm.send_command(aws_retry=True, **send_command_params(request, ids, self.config.comment(request.step)))
-            except Exception as e:  # pylint: disable=broad-except
-                if not is_aws_error(e):
-                    raise
-                cmd.send_error = aws_error_message(e, "ssm:SendCommand", f"{len(ids)} instance(s)")
-            else:
-                cmd.command_id = response["Command"]["CommandId"]
-                cmd.requested_at = response["Command"].get("RequestedDateTime")
-                cmd.deadline = self.clock() + request.execution_timeout
+            cmd = SentCommand(request, ids, comment=self.config.comment(request.step, send_token()))
+            self._send_once(cmd)
             commands.append(cmd)
             self.sent.append(cmd)
         return commands
 
-    def wait(self, commands):
-        """Poll the open commands once per poll_interval until all are terminal; enforce each one's deadline."""
+    def _send_once(self, cmd):
+        """Send cmd, retrying with backoff; after an error that may hide an accepted command, adopt it instead of resending."""
+        params = send_command_params(cmd.request, cmd.instance_ids, cmd.comment)
+        since = self.wallclock() - timedelta(seconds=CLOCK_SKEW_S)
+        maybe_sent, error = False, None
+        for attempt in range(SEND_ATTEMPTS + 1):
+            if attempt:
+                self.sleep(send_backoff(attempt))
+            if maybe_sent:
+                found, lookup_error = self._find_sent(cmd, since)
+                if found:
+                    return self._accepted(cmd, found)
+                if lookup_error:  # cannot tell whether AWS has it: a resend could run it twice
+                    cmd.send_error, cmd.send_unknown = f"{error}; and {lookup_error}: not sent again", True
+                    return None
+            if attempt == SEND_ATTEMPTS:
+                break
+            try:
+                response = self.send_client.send_command(**params)
+            except Exception as e:  # pylint: disable=broad-except
+                if not is_aws_error(e):
+                    raise
+                error = aws_error_message(e, "ssm:SendCommand", f"{len(cmd.instance_ids)} instance(s)")
+                maybe_sent = maybe_sent or may_have_been_accepted(e)  # once maybe sent, always look before resending
+                if not (maybe_sent or error_code(e) in THROTTLING_CODES):
+                    break  # refused for good (bad input, unknown instance, access denied): a resend changes nothing
+                continue
+            return self._accepted(cmd, response["Command"])
+        cmd.send_error = error
+        return None
+
+    def _accepted(self, cmd, command):
+        cmd.command_id = command["CommandId"]
+        cmd.requested_at = command.get("RequestedDateTime")
+        cmd.deadline = self.clock() + cmd.request.execution_timeout
+        return cmd
+
+    def _find_sent(self, cmd, since):
+        """(the command AWS accepted for cmd, or None; error text if ListCommands failed). ListCommands has no Comment
+        filter: list this instance's commands since just before the send and match our token and the instance ids."""
+        filters = [{"key": "InvokedAfter", "value": since.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}]
+        try:
+            listed = paginate(self.ssm, "list_commands", "Commands", InstanceId=cmd.instance_ids[0], Filters=filters)
+        except Exception as e:  # pylint: disable=broad-except
+            if not is_aws_error(e):
+                raise
+            return None, aws_error_message(e, "ssm:ListCommands", "the lost SendCommand")
+        for command in listed:
+            if (command.get("Comment") == cmd.comment and command.get("DocumentName") == cmd.request.document
+                    and set(command.get("InstanceIds") or []) == set(cmd.instance_ids)):
+                return command, None
+        return None, None
+
+    def wait(self, commands, watch=None):
+        """Poll the open commands once per poll_interval until all are terminal; enforce each one's deadline.
+
+        `watch`, optional, is called with the open commands after each poll and returns {instance id: (outcome, error)}
+        for instances whose agent is lost; those whose invocation is InProgress are cancelled and end with that outcome.
+        """
         results = {}
         for cmd in commands:
             if cmd.send_error:
-                results.update({i: OperationResult(i, outcome="undeliverable", error=cmd.send_error) for i in cmd.instance_ids})
+                results.update({i: unsent_result(cmd, i) for i in cmd.instance_ids})
         open_cmds = [c for c in commands if c.command_id]
         while open_cmds:
             executing = self._executing(open_cmds)
             still_open = []
             for cmd in open_cmds:
-                if cmd.command_id in executing and cmd.cancelled_at is None and self.clock() < cmd.deadline:
+                if (cmd.command_id in executing and cmd.cancelled_at is None and self.clock() < cmd.deadline
+                        and not self._lost_open(cmd)):
                     still_open.append(cmd)  # AWS says it is still running: nothing to read per instance yet
                     continue
                 details = self._details(cmd)  # left the Executing stage (or unknown): its invocations, with output
-                if not cmd.open_ids() or self._grace_over(cmd):
-                    results.update({i: self._result(cmd, i, details.get(i, {})) for i in cmd.instance_ids})
+                if not cmd.open_ids() or self._grace_over(cmd) or self._lost_settled(cmd):
+                    results.update({i: self._settle(cmd, i, details.get(i, {})) for i in cmd.instance_ids})
                     continue
                 if cmd.cancelled_at is None and self.clock() >= cmd.deadline:
                     self._cancel(cmd)
                 still_open.append(cmd)
             open_cmds = still_open
+            if open_cmds and watch is not None:
+                self._cancel_lost(open_cmds, watch([c for c in open_cmds if c.cancelled_at is None]))
             if open_cmds:
                 self.sleep(self.config.poll_interval)
         return results
+
+    def _cancel_lost(self, cmds, lost):
+        """Cancel, once each, the invocations of lost agents that AWS lists InProgress (delivered and running: an
+        undelivered one is left to its delivery timeout, since nothing ran there)."""
+        for cmd in cmds:
+            ids = [i for i in cmd.open_ids() if i in lost and i not in cmd.lost]
+            if not ids or cmd.cancelled_at is not None:
+                continue
+            self._details(cmd)
+            ids = [i for i in ids if normalise(cmd.states.get(i, (None, None))[0]) == "inprogress"]
+            if not ids:
+                continue
+            note = "CancelCommand sent"
+            try:
+                self.ssm.cancel_command(aws_retry=True, CommandId=cmd.command_id, InstanceIds=ids)
+            except Exception as e:  # pylint: disable=broad-except
+                if not is_aws_error(e):
+                    raise
+                note = aws_error_message(e, "ssm:CancelCommand", cmd.command_id)
+            for iid in ids:
+                outcome, error = lost[iid]
+                cmd.lost[iid] = dict(at=self.clock(), outcome=outcome, error=f"{error}; {note}")
+
+    def _lost_open(self, cmd):
+        """An instance cancelled for a lost agent has not reported its end yet: read the command's invocations."""
+        return any(i in cmd.lost for i in cmd.open_ids())
+
+    def _lost_settled(self, cmd):
+        """Only lost instances are left open, each past the cancel grace: stop waiting for them (they may never answer)."""
+        open_ids = cmd.open_ids()
+        return bool(open_ids) and all(i in cmd.lost and self.clock() >= cmd.lost[i]["at"] + self.cancel_grace for i in open_ids)
+
+    def _settle(self, cmd, iid, invocation):
+        """The instance's result; a lost agent's outcome unless the invocation still ended Success or Failed on its own."""
+        res = self._result(cmd, iid, invocation)
+        lost = cmd.lost.get(iid)
+        if lost and res.outcome not in ("success", "failed"):
+            res.outcome, res.error = lost["outcome"], lost["error"]
+        return res
 
     def _executing(self, cmds):
         """Ids of the commands AWS lists as still executing; empty when the listing fails (then each is read alone)."""
@@ -179,7 +304,7 @@ class SsmRunner:
     def _result(self, cmd, iid, invocation):
         status, details = cmd.states.get(iid, (None, None))
         res = OperationResult(iid, command_id=cmd.command_id, status=status, status_details=details,
-                              outcome=classify(status, details), output_excerpt=output_excerpt(invocation))
+                              outcome=classify(status, details))
         if res.outcome == "success" and cmd.request.strict_exit_code:
             code = exit_code_failure(invocation)
             if code is not None:
@@ -192,7 +317,26 @@ class SsmRunner:
             res.outcome, res.error = "timed_out", f"still {status or 'not reported'}: no terminal status"
         elif res.outcome != "success" and not res.error:
             res.error = f"{status}: {details}"
+        self._add_output(cmd, res, invocation)
         return res
+
+    def _add_output(self, cmd, res, invocation):
+        """The excerpt that tells most: for a failure that ran, the ends of stdout/stderr (GetCommandInvocation), else the
+        listing's Output; marked when cut; and where the whole output is, when S3 or CloudWatch Logs was asked for."""
+        res.output_excerpt, res.output_truncated = plugin_excerpt(invocation)
+        res.output_location = output_location(cmd.request, cmd.command_id, res.instance_id)
+        ran_to_end = classify(res.status, res.status_details) in ("success", "failed", "timed_out")
+        if res.outcome not in ("failed", "timed_out") or not ran_to_end or self.outputs_fetched >= OUTPUT_FETCH_LIMIT:
+            return
+        self.outputs_fetched += 1
+        try:
+            full = self.ssm.get_command_invocation(aws_retry=True, CommandId=cmd.command_id, InstanceId=res.instance_id)
+        except Exception as e:  # pylint: disable=broad-except
+            if not is_aws_error(e):
+                raise
+            return  # the listing's excerpt stands
+        if full.get("StandardOutputContent") or full.get("StandardErrorContent"):
+            res.output_excerpt, res.output_truncated = stream_excerpt(full.get("StandardOutputContent"), full.get("StandardErrorContent"))
 
     def _deadline_outcome(self, cmd, iid):
         """Our own cancel after execution_timeout is a timeout, not a user's cancel (see ssm_patch_run docs)."""
@@ -212,8 +356,49 @@ class SsmRunner:
     @staticmethod
     def _unwaited(cmd, iid):
         if cmd.send_error:
-            return OperationResult(iid, outcome="undeliverable", error=cmd.send_error)
+            return unsent_result(cmd, iid)
         return OperationResult(iid, command_id=cmd.command_id, status="Pending", outcome="sent")
+
+
+def unsent_result(cmd, iid):
+    """No command id: refused by AWS (nothing ran), or its answer lost beyond finding out (it may be running)."""
+    return OperationResult(iid, outcome="state_unknown" if cmd.send_unknown else "undeliverable", error=cmd.send_error)
+
+
+def send_token():
+    """A short per-send token for the Comment (8 hex digits): unique among one run's sends of the same minutes."""
+    return uuid.uuid4().hex[:8]
+
+
+def send_backoff(attempt, base=SEND_BACKOFF_S[0], cap=SEND_BACKOFF_S[1]):
+    """Seconds before retry `attempt` (1, 2, ...): exponential with jitter, so parallel runs do not retry in step."""
+    delay = min(cap, base * 2 ** (attempt - 1))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+def may_have_been_accepted(exc):
+    """Could AWS have run the SendCommand although we got an error? Yes when the answer was lost (connection closed,
+    read timeout) or AWS failed on its side (5xx); no when AWS refused it (4xx, throttling included) or nothing was sent."""
+    if isinstance(exc, (botocore.exceptions.HTTPClientError, botocore.exceptions.ConnectionError)):
+        return True
+    response = getattr(exc, "response", None) or {}
+    return (response.get("ResponseMetadata") or {}).get("HTTPStatusCode", 0) >= 500
+
+
+def output_location(request, command_id, instance_id):
+    """Where SSM writes the whole output of one invocation, when the request asked for S3 and/or CloudWatch Logs.
+
+    S3: under <prefix>/<command id>/<instance id>/ (SSM user guide, Run Command output in S3); CloudWatch Logs: the
+    group given, else `aws/ssm/<document>` (SSM API reference, CloudWatchOutputConfig), streams <command id>/<instance id>/...
+    """
+    places = []
+    if request.output_s3_bucket_name and command_id:
+        prefix = (request.output_s3_key_prefix or "").strip("/")
+        places.append(f"s3://{request.output_s3_bucket_name}/{prefix + '/' if prefix else ''}{command_id}/{instance_id}/")
+    if request.cloudwatch_enabled and command_id:
+        group = request.cloudwatch_log_group or f"aws/ssm/{request.document}"
+        places.append(f"CloudWatch Logs group {group}, streams {command_id}/{instance_id}/")
+    return "; ".join(places) or None
 
 
 def cancel_note(cmd):

@@ -17,11 +17,23 @@ description:
   - "Outcomes of the command: V(success), V(failed), V(timed_out) (it ran, but not to its end), V(delivery_timed_out) and
     V(undeliverable) (nothing ran on the instance), V(cancelled) (someone else cancelled it), V(terminated) (SSM stopped it
     because O(max_errors) was exceeded)."
-  - "After an O(operation=Install) that succeeded, each instance is verified: with O(reboot_option=RebootIfNeeded) its SSM agent
-    must be Online again within O(agent_online_timeout), otherwise V(reboot_timeout); then C(DescribeInstancePatchStates)
-    (batches of 50) must show a patch state reported since the command with MissingCount 0 and FailedCount 0, otherwise
+  - "With O(reboot_option=RebootIfNeeded) the reboot happens inside the command: the document exits 194 (3010 on Windows),
+    the SSM agent reboots the instance and runs the document again, and the invocation stays C(InProgress) until the agent is
+    back and the post-reboot run has ended (SSM user guide, Handling reboots when running commands). While such an install
+    runs, the module watches the agents of the instances whose command is still open, at most once per
+    O(agent_check_interval) (one C(DescribeInstanceInformation) per 50 instances). An agent whose C(LastPingDateTime) is
+    more than O(agent_online_timeout) old (counted from the command's C(RequestedDateTime) at the earliest, on AWS's clock)
+    while its invocation is C(InProgress) did not come back from the reboot: the module cancels that invocation
+    (C(CancelCommand)) and reports V(reboot_timeout), without waiting for O(execution_timeout)."
+  - "After an O(operation=Install) that succeeded, C(DescribeInstancePatchStates) (batches of 50) must show, within
+    O(agent_online_timeout), a patch state reported since the command with MissingCount 0 and FailedCount 0, otherwise
     V(noncompliant). InstalledPendingRebootCount above 0 gives V(pending_reboot) with O(reboot_option=NoReboot) and
     V(noncompliant) with O(reboot_option=RebootIfNeeded)."
+  - "With O(baseline_override) AWS does not write patch compliance (Patch Manager guide, Using the BaselineOverride
+    parameter): the run is judged on its own result and output instead, which lists only the packages marked NON_COMPLIANT.
+    A successful run whose output (the excerpt the module reads) names a C(Missing), C(Failed) or C(InstalledRejected)
+    package is V(noncompliant); one naming only C(InstalledPendingReboot) packages is V(pending_reboot) with
+    O(reboot_option=NoReboot) and V(noncompliant) otherwise; anything else is V(success)."
   - "Instances that SSM does not know (or knows as Inactive) are not sent to, because C(SendCommand) would refuse the whole batch:
     they end V(undeliverable)."
   - "O(execution_timeout) is enforced by the module (the document has no such parameter): when it passes, the module calls
@@ -63,6 +75,9 @@ options:
     description:
       - C(SnapshotId) GUID, the same for every instance of the run so all get the same approved patch set.
       - Generated once per module call when not given, and returned. Pass the returned value to later waves of the same run.
+      - "Must be in the canonical 36-character form C(xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx) (hexadecimal digits, either case),
+        the document's allowed pattern. Other spellings of a UUID (braces, C(urn:uuid:), no dashes) fail the module before
+        any AWS call; they are not rewritten, so the id you pass is the id AWS reports."
     type: str
   install_override_list:
     description:
@@ -79,10 +94,20 @@ options:
     default: 7200
   agent_online_timeout:
     description:
-      - Seconds after the command ends that an instance has to get its agent Online again (after a reboot) and to report its
-        patch state.
+      - "With O(reboot_option=RebootIfNeeded): how long, in seconds, an SSM agent may stay silent (no newer C(LastPingDateTime))
+        while its install command is C(InProgress) before the module takes it for a reboot that did not come back, cancels the
+        invocation and reports V(reboot_timeout). The agent also goes silent between its periodic health pings, every few
+        minutes, so keep this well above that."
+      - After a successful install, also how long the instance has to report its fresh patch state.
     type: int
     default: 900
+  agent_check_interval:
+    description:
+      - Seconds between two checks of the agents of the instances whose command is still open (see O(agent_online_timeout)).
+        The first check comes one interval after the send. Each check costs one C(DescribeInstanceInformation) per 50 such
+        instances. Only used with O(operation=Install) and O(reboot_option=RebootIfNeeded).
+    type: float
+    default: 60
 extends_documentation_fragment:
   - cms.patching.ssm_command
   - amazon.aws.common.modules
@@ -135,7 +160,15 @@ results:
           wholly, or not at all. C(error) gives the last status read and the failed call.
         - An C(error) says C(CancelCommand sent) only when that call succeeded; otherwise it gives the CancelCommand error.
       type: str
-    output_excerpt: {description: The last 500 characters of the command output., type: str}
+    output_excerpt:
+      description:
+        - At most 500 characters of the command output. For a failure, the end of its stderr (and of its stdout) as
+          C(GetCommandInvocation) returns them; otherwise the end of the C(ListCommandInvocations) output.
+      type: str
+    output_truncated: {description: True when the excerpt shows less than the whole output (SSM or the excerpt cut it)., type: bool}
+    output_location:
+      description: Where the whole output is (S3 prefix, CloudWatch Logs group) when O(output_s3_bucket_name) or O(cloudwatch_output) is set.
+      type: str
     error: {description: Why the outcome is not V(success) (null otherwise)., type: str}
     ping_status_before:
       description: SSM agent C(PingStatus) before sending (C(NotRegistered) when SSM does not know the instance).
@@ -160,7 +193,7 @@ commands:
   returned: always
   type: list
   elements: dict
-  sample: [{"command_id": "4f0c...", "instance_count": 50, "comment": "cms-patching run-1 patch", "error": null}]
+  sample: [{"command_id": "4f0c...", "instance_count": 50, "comment": "cms-patching run-1 patch 3f9a0c1d", "error": null}]
 sent: {description: Number of instances a command was sent to., returned: always, type: int}
 """
 
@@ -176,7 +209,8 @@ def patch(module):
     validate(module.params)  # before any AWS call, STS included
     session = AwsSession.from_module(module)
     validate_region(session.region, "ssm")
-    return run_patch(session.client("ssm"), module.params, module.check_mode)
+    # SendCommand goes through a client that never retries by itself: the runner retries it without duplicates.
+    return run_patch(session.client("ssm"), module.params, module.check_mode, send_client=session.client("ssm", max_attempts=1))
 
 
 def main():
@@ -193,6 +227,7 @@ def main():
         baseline_override=dict(type="str"),
         execution_timeout=dict(type="int", default=7200),
         agent_online_timeout=dict(type="int", default=900),
+        agent_check_interval=dict(type="float", default=60.0),
         **RUNNER_ARGS,
         **ASSUME_ROLE_ARGS,
     )

@@ -46,7 +46,8 @@ def test_rollback_restores_hung_instances_and_reports_rollback_fail(sim):
     fleet = seed(sim, {"ok": (2, []), "hang": (2, ["reboot-hang"]), "rbf": (1, ["health-fail", "rollback-fail"])})
     ids = [i["instance_id"] for i in fleet]
     images = backups(sim, fleet)
-    patch = run_module("ssm_patch_run", dict(instance_ids=ids, poll_interval=0.2, agent_online_timeout=2), sim.env)
+    patch = run_module("ssm_patch_run", dict(instance_ids=ids, poll_interval=0.2, agent_online_timeout=2, agent_check_interval=0.5),
+                       sim.env)
     assert [r["outcome"] for r in patch["results"]] == ["success", "success", "reboot_timeout", "reboot_timeout", "success"]
     sim.reset_stats()
     result = run_module("ec2_root_restore", args(images), sim.env)

@@ -9,7 +9,8 @@ from botocore.exceptions import ClientError
 
 from .conftest import wait_for
 
-INSTALL = {"Operation": ["Install"], "RebootOption": ["RebootIfNeeded"], "SnapshotId": ["snap-guid-1"]}
+SNAPSHOT = "5d0a6d2e-3c43-4a65-9b1e-6f1c4a1a2b3c"
+INSTALL = {"Operation": ["Install"], "RebootOption": ["RebootIfNeeded"], "SnapshotId": [SNAPSHOT]}
 TERMINAL = ("Success", "Failed", "TimedOut", "Cancelled")
 
 
@@ -224,11 +225,10 @@ def test_install_with_reboot_updates_state_and_reboots(sim):
     before = _patch(ssm, iid)["InstalledCount"]
     cmd_id = _send(ssm, [iid])
     _wait_done(ssm, cmd_id)
-    assert _ping(ssm, iid) == "ConnectionLost"
+    assert _ping(ssm, iid) == "Online"  # the reboot happened inside the command (tests/sim/test_ssm_reboots.py)
     st = _patch(ssm, iid)
     assert (st["MissingCount"], st["FailedCount"], st["InstalledPendingRebootCount"]) == (0, 0, 0)
-    assert st["InstalledCount"] == before + 4 and st["Operation"] == "Install" and st["SnapshotId"] == "snap-guid-1"
-    assert wait_for(lambda: _ping(ssm, iid) == "Online", 5)
+    assert st["InstalledCount"] == before + 4 and st["Operation"] == "Install" and st["SnapshotId"] == SNAPSHOT
 
 
 def test_install_no_reboot_leaves_pending_reboot(sim):
@@ -254,10 +254,10 @@ def test_reboot_hang_until_root_volume_replaced(sim):
     ssm = sim.client("ssm")
     ec2 = sim.client("ec2")
     image_id = ec2.create_image(InstanceId=iid, Name=uuid.uuid4().hex, NoReboot=True)["ImageId"]
-    inv = _wait_done(ssm, _send(ssm, [iid]))[iid]
-    assert inv["Status"] == "Success"
-    time.sleep(0.4)
-    assert _ping(ssm, iid) == "ConnectionLost"
+    cmd_id = _send(ssm, [iid])
+    assert wait_for(lambda: _ping(ssm, iid) == "ConnectionLost", 5)
+    assert _invocations(ssm, cmd_id)[iid]["Status"] == "InProgress"  # never ends on its own (test_ssm_reboots.py)
+    ssm.cancel_command(CommandId=cmd_id)
     ec2.create_replace_root_volume_task(InstanceId=iid, ImageId=image_id)
     assert wait_for(lambda: _ping(ssm, iid) == "Online", 5)
     assert _patch(ssm, iid)["MissingCount"] == 3

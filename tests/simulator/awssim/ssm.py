@@ -4,6 +4,10 @@ from __future__ import annotations
 import base64
 import datetime
 import heapq
+import math
+import random
+import re
+import socket
 import uuid
 
 from moto.ssm.exceptions import SSMException
@@ -16,6 +20,8 @@ from .ec2 import tags_of
 
 PATCH_DOCS = ("AWS-RunPatchBaseline", "AWS-RunPatchBaselineWithHooks")
 SHELL_DOCS = ("AWS-RunShellScript", "AWS-RunPowerShellScript")
+# AWS-RunPatchBaseline(WithHooks) parameter SnapshotId: allowedPattern of the document (GetDocument content).
+SNAPSHOT_ID_RE = re.compile(r"(^$)|^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 STEP_FAULTS = {"precheck": "precheck-fail", "restart": "restart-fail", "health": "health-fail"}
 PLATFORMS = {
     "linux": ("Linux", "Amazon Linux", "2023"),
@@ -88,21 +94,50 @@ def _instance_meta(instance) -> dict:
     return {"tags": tags, "faults": faults, "missing": missing, "platform": tags.get("sim:platform", "linux")}
 
 
+def _moments(instance_id: str, now: float) -> list[tuple[float, str, object]]:
+    """What happened to an instance up to `now`, in order: restores, reboots started inside commands, ended invocations.
+
+    An invocation's own times decide (not the time it was filed under): a reboot inside a command starts before the
+    invocation ends, and a hung one never ends.
+    """
+    out = []
+    for at, kind, obj in state.events(instance_id):
+        if kind == "restore":
+            if at <= now:
+                out.append((at, kind, obj))
+            continue
+        if obj.reboot_started(now):
+            out.append((obj.reboot[0], "reboot", obj))
+        if obj.end <= now:
+            out.append((obj.end, "invocation", obj))
+    return sorted(out, key=lambda m: m[0])
+
+
 def timeline(instance, now: float) -> dict:
-    """Replay what happened to this instance up to `now`: patch counts, reboot windows, hung agent."""
+    """Replay what happened to this instance up to `now`: patch counts, reboot windows, hung agent.
+
+    `patch` is what SSM reports (DescribeInstancePatchStates); `disk` is what is installed, which a run with
+    BaselineOverride changes without reporting it.
+    """
     meta = _instance_meta(instance)
     launch = _launch(instance)
     st = {"installed": INSTALLED, "missing": meta["missing"], "failed": 0, "pending_reboot": 0, "operation": "Scan",
           "op_start": launch, "op_end": launch, "snapshot_id": "", "reboot_option": "RebootIfNeeded"}
+    reported = dict(st)
     reboots: list[tuple[float, float]] = []
     hang = False
-    for at, kind, obj in sorted(state.events(instance.id), key=lambda e: e[0]):
-        if at > now:
-            continue
+    for at, kind, obj in _moments(instance.id, now):
         if kind == "restore":
             st.update(installed=INSTALLED, missing=meta["missing"], failed=0, pending_reboot=0)
+            reported = dict(st)
             hang = False
             reboots.append((at, at + obj["reboot_s"]))
+            continue
+        if kind == "reboot":
+            # SSM user guide, "Handling reboots when running commands": exit 194 (3010 on Windows) makes the agent
+            # reboot the node inside the command; with reboot-hang the agent never comes back.
+            reboots.append(obj.reboot)
+            hang = hang or obj.hang
             continue
         outcome = obj.final()
         cmd = obj.command
@@ -110,23 +145,21 @@ def timeline(instance, now: float) -> dict:
             continue
         operation = cmd.param("Operation", "Scan")
         st.update(operation=operation, op_start=obj.start, op_end=obj.end, snapshot_id=cmd.param("SnapshotId", ""))
-        if operation != "Install":
-            continue
-        if outcome["status"] == "Success":
+        if operation == "Install" and outcome["status"] == "Success":
             todo = st["missing"]
             st["reboot_option"] = cmd.param("RebootOption", "RebootIfNeeded")
             if st["reboot_option"] == "NoReboot":
                 st.update(pending_reboot=st["pending_reboot"] + todo, missing=0, failed=0)
             else:
-                todo += st["pending_reboot"]
-                st.update(installed=st["installed"] + todo, missing=0, failed=0, pending_reboot=0)
-                if todo > 0:
-                    reboots.append((obj.end, obj.end + cmd.reboot_s))
-                    hang = hang or "reboot-hang" in obj.faults
-        elif outcome["status"] == "Failed":
+                st.update(installed=st["installed"] + todo + st["pending_reboot"], missing=0, failed=0, pending_reboot=0)
+        elif operation == "Install" and outcome["status"] == "Failed":
             st.update(failed=max(st["missing"], 1), missing=0)
+        # Patch Manager guide, "Using the BaselineOverride parameter": outside patch policies a run with
+        # BaselineOverride does not overwrite patch compliance; its results go to the command's stdout only.
+        if not cmd.param("BaselineOverride"):
+            reported = dict(st)
     in_reboot = next((w for w in reboots if w[0] <= now < w[1]), None)
-    return {"patch": st, "reboots": reboots, "hang": hang, "in_reboot": in_reboot, "meta": meta}
+    return {"patch": reported, "disk": st, "reboots": reboots, "hang": hang, "in_reboot": in_reboot, "meta": meta}
 
 
 def ping_status(instance, now: float, tl: dict | None = None) -> tuple[str, float]:
@@ -176,6 +209,24 @@ class Invocation:
         self.start = self.end = command.created
         self.terminated_at: float | None = None
         self.cancelled_at: float | None = None
+        self.reboot: tuple[float, float] | None = None  # the reboot inside the command (RebootIfNeeded), if any
+        self.hang = False  # reboot-hang: the agent never comes back from that reboot
+
+    def place(self, start: float, duration: float, reboot_s: float) -> None:
+        """Run from `start`. A needed reboot happens inside the command (SSM user guide, "Handling reboots when running
+        commands": on exit 194/3010 the agent reboots the node and runs the document again), so the invocation stays
+        InProgress through it and ends after the post-reboot run; a hung agent never ends it: on AWS such commands have
+        been seen to stay InProgress until cancelled (amazon-ssm-agent issue 320)."""
+        self.start, self.end = start, start + duration
+        if self.outcome.get("reboot"):
+            self.reboot = (self.end, self.end + reboot_s)
+            self.hang = "reboot-hang" in self.faults
+            self.end = math.inf if self.hang else self.reboot[1]
+
+    def reboot_started(self, now: float) -> bool:
+        """The reboot began by `now`; cancelling the command once it has begun does not stop it."""
+        return (self.reboot is not None and self.reboot[0] <= now and self.terminated_at is None
+                and (self.cancelled_at is None or self.cancelled_at >= self.reboot[0]))
 
     def final(self) -> dict | None:
         """Outcome if the invocation ran to its end (not cancelled or terminated by MaxErrors)."""
@@ -229,8 +280,9 @@ class Command:
         meta = _instance_meta(instance)
         faults = meta["faults"]
 
-        def outcome(status, details, rc, stdout="", stderr="", ran=True, error=False):
-            return {"status": status, "details": details, "rc": rc, "stdout": stdout, "stderr": stderr, "ran": ran, "error": error}
+        def outcome(status, details, rc, stdout="", stderr="", ran=True, error=False, reboot=False):
+            return {"status": status, "details": details, "rc": rc, "stdout": stdout, "stderr": stderr, "ran": ran, "error": error,
+                    "reboot": reboot}
 
         ping = ping_status(instance, self.created)[0]
         if "undeliverable" in faults:
@@ -244,12 +296,37 @@ class Command:
                                error=True), faults
             if operation == "Install" and "patch-timeout" in faults:
                 return outcome("TimedOut", "Execution Timed Out", -1, "Installing patches...\n", "Execution timed out\n", error=True), faults
-            return outcome("Success", "Success", 0, f"{operation} finished: {meta['missing'] if operation == 'Install' else 0} patches installed\n"), faults
+            return self._patch_success(instance, operation), faults
         fault = STEP_FAULTS.get(self.step)
         if fault and fault in faults:
             return outcome("Failed", "Failed", 1, "", f"simulated {fault}: step {self.step} failed\nfailed to run commands: exit status 1\n",
                            error=True), faults
         return outcome("Success", "Success", 0, "ok\n"), faults
+
+    def _patch_success(self, instance, operation: str) -> dict:
+        """A successful AWS-RunPatchBaseline run: whether it reboots inside the command, and what it prints."""
+        disk = timeline(instance, self.created)["disk"]
+        installed, after = 0, {"Missing": disk["missing"], "Failed": disk["failed"], "InstalledPendingReboot": disk["pending_reboot"]}
+        reboot = False
+        if operation == "Install":
+            installed = disk["missing"]
+            if self.param("RebootOption", "RebootIfNeeded") == "NoReboot":
+                after = {"Missing": 0, "Failed": 0, "InstalledPendingReboot": disk["pending_reboot"] + installed}
+            else:
+                # RebootIfNeeded reboots when something was installed or already waits for a reboot (Patch Manager
+                # guide, "SSM Command document for patching: AWS-RunPatchBaseline", parameter RebootOption).
+                reboot = installed + disk["pending_reboot"] > 0
+                after = {"Missing": 0, "Failed": 0, "InstalledPendingReboot": 0}
+        stdout = f"{operation} finished: {installed} patches installed\n"
+        if reboot:
+            code = 3010 if _instance_meta(instance)["platform"] == "windows" else 194
+            stdout += f"Reboot requested (exit {code}); the document ran again after the reboot\n"
+        if self.param("BaselineOverride"):
+            # Patch Manager guide, "Using the BaselineOverride parameter": the results are recorded in stdout, and only
+            # packages marked NON_COMPLIANT (Missing, Failed, InstalledRejected, InstalledPendingReboot) are printed.
+            stdout += "".join(f"sim-{name.lower()}-{n + 1} {name}\n" for name, count in after.items() for n in range(count))
+        return {"status": "Success", "details": "Success", "rc": 0, "stdout": stdout, "stderr": "", "ran": True, "error": False,
+                "reboot": reboot}
 
     def _schedule(self, total: int) -> None:
         """Start times honour MaxConcurrency; once errors exceed MaxErrors, unstarted invocations are Terminated."""
@@ -264,7 +341,7 @@ class Command:
                 inv.terminated_at = errors[allowed]
                 heapq.heappush(running, start)  # the slot stays free for the next one (also terminated)
                 continue
-            inv.start, inv.end = start, start + self.duration
+            inv.place(start, self.duration, self.reboot_s)
             heapq.heappush(running, inv.end)
             if inv.outcome["error"]:
                 error_ends.append(inv.end)
@@ -337,6 +414,9 @@ def send_command(self):
             raise _err("InvalidParameters", "Parameter Operation must be Scan or Install.")
         if self_param(parameters, "RebootOption", "RebootIfNeeded") not in ("RebootIfNeeded", "NoReboot"):
             raise _err("InvalidParameters", "Parameter RebootOption must be RebootIfNeeded or NoReboot.")
+        if not SNAPSHOT_ID_RE.fullmatch(self_param(parameters, "SnapshotId", "")):
+            raise _err("InvalidParameters", f"Parameter SnapshotId {self_param(parameters, 'SnapshotId', '')!r} does not match the "
+                       f"allowed pattern {SNAPSHOT_ID_RE.pattern}.")
     elif not parameters.get("commands"):
         raise _err("InvalidParameters", "Parameter commands is required.")
     if targets:
@@ -350,7 +430,22 @@ def send_command(self):
         _commands(self)[cmd.id] = cmd
         for inv in cmd.invocations:
             state.EVENTS.setdefault(inv.instance_id, []).append((inv.end if inv.terminated_at is None else inv.terminated_at, "invocation", inv))
+    for inv, inst in zip(cmd.invocations, instances):
+        inv.output_chars = _output_chars(inst)
+    if random.random() < state.setting("send_drop_rate"):
+        # The command is accepted (it runs), but the caller never gets the answer. SendCommand has no idempotency token
+        # (no ClientToken in the botocore ssm-2014-11-06 model), and botocore retries connection errors and read
+        # timeouts inside the call (botocore "Retries" guide: legacy and standard modes), so a retry sends it twice.
+        _drop_connection(self)
     return ActionResult({"Command": cmd.summary(cmd.created)})
+
+
+def _drop_connection(resp) -> None:
+    """Close the client's TCP connection now: the response written after this is lost, the client sees a reset/EOF."""
+    sock = resp.normalized_request.environ.get("werkzeug.socket")
+    if sock is None:
+        raise RuntimeError("send_drop_rate needs the simulator's own HTTP server (no socket to drop)")
+    sock.shutdown(socket.SHUT_RDWR)  # werkzeug's later write fails quietly (a dropped connection)
 
 
 def self_param(parameters: dict, name: str, default: str) -> str:
@@ -371,6 +466,62 @@ def _targets(resp, targets: list) -> list[str]:
     return ids
 
 
+# -- command output -------------------------------------------------------------------------------------------------
+# ListCommandInvocations CommandPlugins[].Output holds at most 2,500 characters (SSM API reference, CommandPlugin:
+# "Output ... Maximum length of 2500"). The agent fills it with the start of stdout and the start of stderr, cut to
+# 2,400 with markers (amazon-ssm-agent, agent/contracts/plugin.go: MaximumPluginOutputSize, TruncateOutput).
+PLUGIN_OUTPUT_MAX = 2500
+AGENT_OUTPUT_MAX = 2400
+ERROR_TITLE = "\n----------ERROR-------\n"
+OUT_CUT, ERR_CUT = "\n---Output truncated---", "\n---Error truncated----"
+# GetCommandInvocation: "The first 24,000 characters written by the plugin to stdout" and "The first 8,000 characters
+# written by the plugin to stderr" (SSM API reference, GetCommandInvocation response elements).
+STDOUT_CONTENT_MAX = 24000
+STDERR_CONTENT_MAX = 8000
+
+
+def _output_chars(instance) -> tuple[int, int]:
+    """Tags `sim:output-chars` / `sim:error-chars`: make the instance's stdout / stderr that long (tests of long output)."""
+    tags = tags_of(instance)
+    sizes = []
+    for name in ("sim:output-chars", "sim:error-chars"):
+        try:
+            sizes.append(max(int(tags.get(name, 0)), 0))
+        except ValueError:
+            sizes.append(0)
+    return sizes[0], sizes[1]
+
+
+def _padded(text: str, size: int, stream: str) -> str:
+    """`text` grown to `size` characters by numbered log lines before it (what a command prints last stays last)."""
+    need = size - len(text)
+    if not text or need <= 0:
+        return text
+    lines = "".join(f"sim {stream} line {n:06d}\n" for n in range(need // 20 + 1))
+    return lines[:need - 1] + "\n" + text if need > 1 else "\n" + text
+
+
+def _streams(inv: Invocation, view: dict) -> tuple[str, str]:
+    out_chars, err_chars = getattr(inv, "output_chars", (0, 0))
+    return _padded(view["stdout"], out_chars, "stdout"), _padded(view["stderr"], err_chars, "stderr")
+
+
+def plugin_output(stdout: str, stderr: str, capacity: int = AGENT_OUTPUT_MAX) -> str:
+    """The agent's summary of one plugin's output: stdout, an error title, stderr; each cut from its end when too long."""
+    title = ERROR_TITLE if stderr else ""
+    room = capacity - len(title)
+    if len(stdout) + len(stderr) < room:
+        text = stdout + title + stderr
+    elif len(stdout) > room / 2 and len(stderr) > room / 2:
+        half = (room - len(ERR_CUT) - len(OUT_CUT)) // 2
+        text = stdout[:half] + OUT_CUT + title + stderr[:half] + ERR_CUT
+    elif len(stdout) < room / 2:
+        text = stdout + title + stderr[:room - len(ERR_CUT) - len(stdout)] + ERR_CUT
+    else:
+        text = stdout[:room - len(OUT_CUT) - len(stderr)] + OUT_CUT + title + stderr
+    return text[:PLUGIN_OUTPUT_MAX]
+
+
 def _invocation_dict(cmd: Command, inv: Invocation, now: float, details: bool) -> dict:
     view = inv.view(now)
     out = {
@@ -381,7 +532,7 @@ def _invocation_dict(cmd: Command, inv: Invocation, now: float, details: bool) -
     }
     if details:
         plugin = {"Name": cmd.plugin_name(inv.instance_id), "Status": view["status"], "StatusDetails": view["details"],
-                  "ResponseCode": view["rc"], "Output": view["stdout"] + view["stderr"], "StandardOutputUrl": "", "StandardErrorUrl": ""}
+                  "ResponseCode": view["rc"], "Output": plugin_output(*_streams(inv, view)), "StandardOutputUrl": "", "StandardErrorUrl": ""}
         if view["status"] == "Cancelled" and view["details"] == "Terminated":
             plugin["Status"] = "Cancelled"
         if view["began"]:
@@ -413,13 +564,15 @@ def get_command_invocation(self):
     if inv is None:
         raise _err("InvocationDoesNotExist", "An error occurred (InvocationDoesNotExist) when calling the GetCommandInvocation operation")
     view = inv.view(state.now())
+    stdout, stderr = _streams(inv, view)
     elapsed = (view["ended"] - view["began"]) if view["ended"] and view["began"] else 0.0
     return ActionResult({
         "CommandId": cmd.id, "InstanceId": instance_id, "Comment": cmd.comment, "DocumentName": cmd.document,
         "DocumentVersion": "$DEFAULT", "PluginName": self._get_param("PluginName") or cmd.plugin_name(instance_id),
         "ResponseCode": view["rc"], "ExecutionStartDateTime": _iso(view["began"]), "ExecutionEndDateTime": _iso(view["ended"]),
         "ExecutionElapsedTime": f"PT{elapsed:.3f}S", "Status": view["status"], "StatusDetails": view["details"],
-        "StandardOutputContent": view["stdout"], "StandardOutputUrl": "", "StandardErrorContent": view["stderr"],
+        "StandardOutputContent": stdout[:STDOUT_CONTENT_MAX], "StandardOutputUrl": "",
+        "StandardErrorContent": stderr[:STDERR_CONTENT_MAX],
         "StandardErrorUrl": "", "CloudWatchOutputConfig": {"CloudWatchLogGroupName": "", "CloudWatchOutputEnabled": False},
     })
 

@@ -7,13 +7,16 @@ exactly one patch SendCommand.
 """
 
 import json
+import subprocess
+import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import yaml
 
-from helpers import run_playbook
+from helpers import FAST, ROOT, run_module, run_playbook, write_fleet_inventory
 
 GROUPS = [
     {"count": 4, "name_prefix": "web"},
@@ -96,3 +99,63 @@ def test_no_instance_is_processed_twice_under_throttling(runs):
             for instance_id in command["InstanceIds"]:
                 patched[instance_id] = patched.get(instance_id, 0) + 1
     assert patched == {i: 1 for i in backed_up}
+
+
+# Half of all EC2 and SSM requests refused: every client's retry policy (botocore standard mode, 10 attempts) must
+# carry the inventory and the modules through, SSM's ThrottlingException included.
+HEAVY = 0.5
+OTHER_ACCOUNT = "222222222222"
+
+
+def inventory_hosts(inventory, env):
+    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-inventory"), "-i", str(inventory), "--list"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    hostvars = json.loads(proc.stdout)["_meta"]["hostvars"]
+    return {host: (str(v["instance_id"]), str(v["ssm"]["ping_status"]), str(v["account_id"])) for host, v in hostvars.items()}
+
+
+def test_the_inventory_lists_the_same_fleet_under_heavy_throttling(sim, tmp_path):
+    tag = f"throttle-inv-{uuid.uuid4().hex[:6]}"
+    sim.seed({"region": "us-east-1", "tags": {"cms-test": tag}, "groups": [
+        {"count": 60, "name_prefix": "web"}, {"count": 5, "name_prefix": "offline", "faults": ["ssm-offline"]},
+        {"count": 10, "name_prefix": "acct", "account_id": OTHER_ACCOUNT}]})
+    inventory = write_fleet_inventory(tmp_path, tag, accounts=[OTHER_ACCOUNT], include_patch_state=True)
+    calm = inventory_hosts(inventory, sim.env)
+    assert len(calm) == 75
+    sim.configure(throttle_rate=HEAVY)
+    sim.reset_stats()
+    try:
+        stormy = inventory_hosts(inventory, sim.env)
+        stats = sim.stats()
+    finally:
+        sim.configure(throttle_rate=0.0)
+    assert stormy == calm
+    assert stats["throttled"] > 0.3 * sum(stats["calls"].values()), stats  # about half of the requests were refused
+
+
+def test_a_patch_module_run_is_right_under_heavy_throttling(sim):
+    tag = f"throttle-mod-{uuid.uuid4().hex[:6]}"
+    instances = sim.seed({"region": "us-east-1", "tags": {"cms-test": tag}, "groups": [
+        {"count": 53, "name_prefix": "ok"}, {"count": 2, "name_prefix": "pfail", "faults": ["patch-fail"]}]})
+    sim.configure(**FAST, throttle_rate=HEAVY)
+    sim.reset_stats()
+    run_id = f"thr-mod-{uuid.uuid4().hex[:6]}"
+    try:
+        result = run_module("ssm_patch_run", {"instance_ids": [i["instance_id"] for i in instances], "run_id": run_id,
+                                              "poll_interval": 0.3, "agent_online_timeout": 60, "agent_check_interval": 1,
+                                              "execution_timeout": 600}, sim.env, timeout=900)
+        stats = sim.stats()
+    finally:
+        sim.configure(throttle_rate=0.0)
+    assert result["rc"] == 0, result.get("msg")
+    expected = {i["instance_id"]: "failed" if i["name"].startswith("pfail") else "success" for i in instances}
+    assert {r["instance_id"]: r["outcome"] for r in result["results"]} == expected
+    assert stats["throttled"] > 0.3 * sum(stats["calls"].values()), stats
+    # Each instance got the patch exactly once (two batches: 50 + 5), however many requests were refused.
+    sent = {}
+    for command in sim.client("ssm").get_paginator("list_commands").paginate().build_full_result()["Commands"]:
+        if command["Comment"].startswith(f"cms-patching {run_id} patch"):
+            for instance_id in command["InstanceIds"]:
+                sent[instance_id] = sent.get(instance_id, 0) + 1
+    assert sent == {i: 1 for i in expected}

@@ -155,10 +155,10 @@ results:
         - V(success), V(failed), V(timed_out), V(delivery_timed_out), V(undeliverable), V(cancelled), V(terminated),
           V(reboot_timeout), V(pending_reboot), V(noncompliant), V(state_unknown); V(would_run) in check mode and V(sent)
           with O(wait=false).
-        - V(state_unknown) when the invocation had not been seen to end and its last status read failed (for example
+        - "V(state_unknown) when the invocation had not been seen to end and its last status read failed (for example
           AWS refused the calls until O(execution_timeout) and the cancel grace passed): it may have run, in part or
-          wholly, or not at all. C(error) gives the last status read and the failed call.
-        - An C(error) says C(CancelCommand sent) only when that call succeeded; otherwise it gives the CancelCommand error.
+          wholly, or not at all. C(error) gives the last status read and the failed call."
+        - "An C(error) says C(CancelCommand sent) only when that call succeeded; otherwise it gives the CancelCommand error."
       type: str
     output_excerpt:
       description:

@@ -27,6 +27,7 @@ sim: setup
 lint: setup
 	$(BIN)/ansible-lint --offline --profile production
 	$(BIN)/antsibull-changelog lint
+	$(BIN)/python scripts/lint_iam.py
 
 sanity: setup
 	@scripts/sanity.sh

@@ -31,11 +31,21 @@ IAM_ACTION = {
     "s3:HeadObject": "s3:GetObject",
 }
 OTHER_ACCOUNT = "222222222222"
+# The one allowlist of statements no call of the tool needs, because only AWS's side uses them (docs/security.md,
+# "Statements only AWS uses"). EBS uses the caller's KMS permissions for encrypted volumes while CreateImage and
+# CreateReplaceRootVolumeTask run (EBS user guide, "Requirements for Amazon EBS encryption": kms:CreateGrant with
+# kms:GrantIsForAWSResource, kms:Decrypt, kms:DescribeKey, kms:GenerateDataKeyWithoutPlaintext, kms:ReEncrypt*).
+AWS_SIDE_ONLY = {
+    "EbsKmsGrantsForEncryptedVolumes": "EBS creates grants on the volume's KMS key for the new snapshots and volumes",
+    "EbsKmsUseForEncryptedVolumes": "EBS decrypts and re-encrypts data keys through EC2 (kms:ViaService)",
+}
 
 
-def policy_actions():
+def policy_actions(skip=AWS_SIDE_ONLY):
     actions = set()
     for statement in json.loads(POLICY.read_text())["Statement"]:
+        if statement["Sid"] in skip:
+            continue
         assert statement["Effect"] == "Allow" and "NotAction" not in statement
         listed = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         assert not [a for a in listed if "*" in a], f"wildcard action in {statement['Sid']}"
@@ -79,7 +89,10 @@ def surface(sim_url, tmp_path_factory):
         outputs.append(proc.stdout + proc.stderr)
         return proc
 
-    listing = subprocess.run([str(Path(sys.executable).parent / "ansible-inventory"), "-i", str(inventory), "--list", "-vvv"],
+    # The listing has no `regions`, so the inventory asks ec2:DescribeRegions as a user's inventory without regions does.
+    listing_inventory = work / "listing.aws_ec2.yml"
+    listing_inventory.write_text(yaml.safe_dump(dict(yaml.safe_load(inventory.read_text()), regions=[])))
+    listing = subprocess.run([str(Path(sys.executable).parent / "ansible-inventory"), "-i", str(listing_inventory), "--list", "-vvv"],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
     outputs.append(listing.stdout + listing.stderr)
     assert listing.returncode == 0, listing.stderr[-2000:]
@@ -109,6 +122,26 @@ def test_every_called_action_is_allowed_and_every_allowed_action_is_called(surfa
     allowed = policy_actions()
     assert called - allowed == set(), "called but not allowed by docs/iam-policy.json"
     assert allowed - called == set(), "allowed by docs/iam-policy.json but never called"
+
+
+def test_aws_side_statements_are_documented_and_scoped():
+    statements = {s["Sid"]: s for s in json.loads(POLICY.read_text())["Statement"]}
+    security = (ROOT / "docs" / "security.md").read_text()
+    for sid in AWS_SIDE_ONLY:
+        assert sid in statements and f"`{sid}`" in security, sid
+        assert all(a.startswith("kms:") for a in (statements[sid]["Action"] if isinstance(statements[sid]["Action"], list) else [statements[sid]["Action"]]))
+        assert statements[sid].get("Condition"), f"{sid} must be scoped by a condition"
+    assert statements["EbsKmsGrantsForEncryptedVolumes"]["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": "true"}}
+
+
+def test_tags_at_creation_are_allowed_only_while_creating():
+    """Tags in TagSpecifications need ec2:CreateTags on the new resource with ec2:CreateAction (EC2 user guide, "Grant
+    permission to tag resources during creation"): one statement per creating action, scoped to it."""
+    statements = json.loads(POLICY.read_text())["Statement"]
+    scoped = {s["Condition"]["StringEquals"]["ec2:CreateAction"]: s["Resource"] for s in statements
+              if s["Action"] == "ec2:CreateTags" and "ec2:CreateAction" in json.dumps(s.get("Condition", {}))}
+    assert scoped == {"CreateImage": ["arn:aws:ec2:*::image/*", "arn:aws:ec2:*::snapshot/*"],
+                      "CreateReplaceRootVolumeTask": "arn:aws:ec2:*:*:replace-root-volume-task/*"}
 
 
 def test_deletions_are_limited_to_the_tools_own_resources():

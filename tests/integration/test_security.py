@@ -41,10 +41,11 @@ AWS_SIDE_ONLY = {
 }
 
 
-def policy_actions(skip=AWS_SIDE_ONLY):
+def policy_actions():
+    """The actions the policy allows, except in the AWS_SIDE_ONLY statements."""
     actions = set()
     for statement in json.loads(POLICY.read_text())["Statement"]:
-        if statement["Sid"] in skip:
+        if statement["Sid"] in AWS_SIDE_ONLY:
             continue
         assert statement["Effect"] == "Allow" and "NotAction" not in statement
         listed = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]

@@ -131,8 +131,8 @@ def test_resource_tag_conditions_read_the_resources_tags(sim):
 def test_explicit_deny_wins(sim):
     iid = sim.ids()[0]
     ec2 = sim.client("ec2")
-    sim.config(iam_policy=policy(allow("ec2:*"), {"Effect": "Deny", "Action": "ec2:CreateTags", "Resource": "*",
-                                                   "Condition": {"StringEquals": {"aws:RequestTag/owner": "me"}}}))
+    deny = {"Effect": "Deny", "Action": "ec2:CreateTags", "Resource": "*", "Condition": {"StringEquals": {"aws:RequestTag/owner": "me"}}}
+    sim.config(iam_policy=policy(allow("ec2:*"), deny))
     ec2.create_tags(Resources=[iid], Tags=[{"Key": "owner", "Value": "you"}])
     message = denied(ec2.create_tags, Resources=[iid], Tags=[{"Key": "owner", "Value": "me"}])["Error"]["Message"]
     assert "with an explicit deny in an identity-based policy" in message

@@ -11,8 +11,9 @@ class ModuleDocFragment:
 options:
   run_id:
     description:
-      - Identifier of the patching run. Every command's C(Comment) is C(cms-patching <run-id> <step>), the audit trail in the
-        SSM command history.
+      - Identifier of the patching run. Every command's C(Comment) is C(cms-patching <run-id> <step> <token>), the audit trail
+        in the SSM command history; the short per-command token finds a command again when the answer to C(SendCommand) was
+        lost, so that it is never sent twice (C(SendCommand) has no idempotency token of its own).
       - 1 to 64 letters, digits, C(.), C(_), C(:) or C(-). Generated (C(run-<UTC time>-<random>)) when not given.
     type: str
   max_concurrency:

@@ -120,7 +120,8 @@ def command_parameters(document, script, params):
     return {"commands": list(script), "executionTimeout": [str(int(params["execution_timeout"]))]}
 
 
-def run_commands(ssm, params, check_mode, clock=time.monotonic, sleep=time.sleep):
+def run_commands(ssm, params, check_mode, clock=time.monotonic, sleep=time.sleep, send_client=None):
+    """The module's whole job. send_client: a client for SendCommand with no botocore retries (the runner retries it)."""
     targets = validate(params)
     config = RunConfig(resolve_run_id(params.get("run_id")), params["poll_interval"], params["wait"], check_mode)
     try:
@@ -131,14 +132,14 @@ def run_commands(ssm, params, check_mode, clock=time.monotonic, sleep=time.sleep
         raise PatchingError(aws_error_message(e, "ssm:DescribeInstanceInformation")) from None
     problems = resolve_platforms(targets, agents)
     sendable = [t for t in targets if t["instance_id"] not in problems]
-    runner = SsmRunner(ssm, config, clock=clock, sleep=sleep)
+    runner = SsmRunner(ssm, config, clock=clock, sleep=sleep, send_client=send_client)
     outcomes = runner.run(group_requests(sendable, params["step"], params)) if sendable else {}
     results = []
     for t in targets:
         iid = t["instance_id"]
         if iid in problems:
             res = dict(instance_id=iid, command_id=None, status=None, status_details=None, outcome="undeliverable",
-                       output_excerpt="", error=problems[iid])
+                       output_excerpt="", error=problems[iid], output_truncated=False, output_location=None)
         else:
             res = outcomes[iid].to_dict()
         res.update(platform=t["platform"], document=DOCUMENTS.get(t["platform"]) if iid not in problems else None, step=params["step"])
@@ -148,5 +149,5 @@ def run_commands(ssm, params, check_mode, clock=time.monotonic, sleep=time.sleep
         changed=ran and params["step"] not in READ_ONLY_STEPS,
         run_id=config.run_id, step=params["step"], results=results, summary=summarize(results, "outcome"),
         commands=[dict(command_id=c.command_id, document=c.request.document, instance_count=len(c.instance_ids),
-                       comment=config.comment(params["step"]), error=c.send_error) for c in runner.sent],
+                       comment=c.comment, error=c.send_error) for c in runner.sent],
     )

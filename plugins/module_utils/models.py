@@ -58,9 +58,14 @@ class OperationResult:
     outcome: Optional[str] = None
     output_excerpt: str = ""
     error: Optional[str] = None
+    output_truncated: bool = False  # the excerpt shows less than the instance's whole output
+    output_location: Optional[str] = None  # where the whole output is (S3 / CloudWatch Logs), when configured
 
     def to_dict(self):
         return asdict(self)
+
+
+COMMENT_MAX = 100  # SendCommand Comment: at most 100 characters (botocore ssm model)
 
 
 @dataclass
@@ -70,9 +75,17 @@ class RunConfig:
     wait: bool = True
     check_mode: bool = False
 
-    def comment(self, step):
-        """The audit-trail Comment every SendCommand carries: `cms-patching <run-id> <step>`."""
-        return f"cms-patching {self.run_id} {step}"[:100]
+    def comment(self, step, token=None):
+        """The audit-trail Comment every SendCommand carries: `cms-patching <run-id> <step> [<token>]`.
+
+        The per-send token (after the prefix other tools parse) always survives the 100-character cut: the prefix is
+        cut instead, which only a 64-character run id with a long step name needs.
+        """
+        base = f"cms-patching {self.run_id} {step}"
+        if not token:
+            return base[:COMMENT_MAX]
+        suffix = f" {token}"
+        return base[:COMMENT_MAX - len(suffix)].rstrip() + suffix
 
 
 def summarize(items, key):

@@ -40,6 +40,14 @@ NON_TERMINAL = frozenset(("pending", "inprogress", "delayed", "cancelling", "can
 NOT_DELIVERED = frozenset(("pending", "delayed", ""))
 
 EXCERPT_CHARS = 500
+# SSM's own limits on the output it returns (SSM API reference): ListCommandInvocations CommandPlugins[].Output holds
+# at most 2,500 characters, cut by the agent with these markers (amazon-ssm-agent TruncateOutput);
+# GetCommandInvocation returns the first 24,000 characters of stdout and the first 8,000 of stderr.
+PLUGIN_OUTPUT_MAX = 2500
+AGENT_CUT_MARKERS = ("---Output truncated---", "---Error truncated----")
+STDOUT_CONTENT_MAX = 24000
+STDERR_CONTENT_MAX = 8000
+ERROR_TITLE = "----------ERROR-------"
 
 
 def normalise(value):
@@ -58,13 +66,38 @@ def is_pending_delivery(status):
     return normalise(status) in NOT_DELIVERED
 
 
+def _tail(text, limit):
+    return text if len(text) <= limit else "..." + text[-(limit - 3):]
+
+
 def output_excerpt(invocation, limit=EXCERPT_CHARS):
     """The tail of the plugins' output (errors come last), at most `limit` characters."""
-    parts = [(p.get("Output") or "").strip() for p in invocation.get("CommandPlugins") or []]
-    text = "\n".join(p for p in parts if p)
-    if len(text) > limit:
-        text = "..." + text[-(limit - 3):]
-    return text
+    return plugin_excerpt(invocation, limit)[0]
+
+
+def plugin_excerpt(invocation, limit=EXCERPT_CHARS):
+    """(excerpt, cut) from ListCommandInvocations' per-plugin Output; cut when SSM or `limit` left anything out."""
+    outputs = [p.get("Output") or "" for p in invocation.get("CommandPlugins") or []]
+    text = "\n".join(o.strip() for o in outputs if o.strip())
+    cut = any(len(o) >= PLUGIN_OUTPUT_MAX or any(m in o for m in AGENT_CUT_MARKERS) for o in outputs)
+    return _tail(text, limit), cut or len(text) > limit
+
+
+def stream_excerpt(stdout, stderr, limit=EXCERPT_CHARS):
+    """(excerpt, cut) from GetCommandInvocation's stdout/stderr: the end of stderr first, then the end of stdout.
+
+    Errors are written last, so the tail is the telling part; when SSM returned only the first 8,000 (24,000)
+    characters, the real end is not in reach and the excerpt is marked cut.
+    """
+    cut = len(stdout or "") >= STDOUT_CONTENT_MAX or len(stderr or "") >= STDERR_CONTENT_MAX
+    stdout, stderr = (stdout or "").strip(), (stderr or "").strip()
+    if not stderr:
+        return _tail(stdout, limit), cut or len(stdout) > limit
+    title = f"\n{ERROR_TITLE}\n"
+    room = limit - len(stderr) - len(title)
+    if not stdout or room < 40:  # no room left for a useful piece of stdout
+        return _tail(stderr, limit), cut or len(stderr) > limit or bool(stdout)
+    return _tail(stdout, room) + title + stderr, cut or len(stdout) > room
 
 
 def exit_code_failure(invocation):

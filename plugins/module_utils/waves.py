@@ -106,8 +106,11 @@ def wave_entries(instance_ids, gate, precheck, patch, restart, health, rollback,
 def _patch_section(result):
     if not result:
         return None
-    keys = ("outcome", "command_id", "status", "status_details", "compliance_before", "compliance_after", "output_excerpt", "error")
-    return {k: result.get(k) for k in keys}
+    keys = ("outcome", "command_id", "status", "status_details", "compliance_before", "compliance_after", "output_excerpt", "error",
+            "output_location")
+    section = {k: result.get(k) for k in keys}
+    section["output_truncated"] = bool(result.get("output_truncated"))  # the excerpt shows less than the whole output
+    return section
 
 
 RESTART_TAG = "cms-patching:restart-services"

@@ -25,7 +25,7 @@ description:
 options:
   step:
     description:
-      - Step name, the last word of every command's C(Comment) C(cms-patching <run-id> <step>).
+      - Step name, the third word of every command's C(Comment) C(cms-patching <run-id> <step> <token>).
       - V(precheck), V(restart) and V(health) are the documented steps of the patching workflow; another lower-case word of at most
         20 characters may name a custom step.
       - Steps V(precheck) and V(health) only look, so they never report C(changed).
@@ -119,7 +119,15 @@ results:
     status: {description: The invocation's last C(Status)., type: str}
     status_details: {description: The invocation's last C(StatusDetails)., type: str}
     outcome: {description: The outcome; V(would_run) in check mode and V(sent) with O(wait=false)., type: str}
-    output_excerpt: {description: The last 500 characters of the output., type: str}
+    output_excerpt:
+      description:
+        - At most 500 characters of the output. For a failure, the end of its stderr (and of its stdout) as
+          C(GetCommandInvocation) returns them; otherwise the end of the C(ListCommandInvocations) output.
+      type: str
+    output_truncated: {description: True when the excerpt shows less than the whole output (SSM or the excerpt cut it)., type: bool}
+    output_location:
+      description: Where the whole output is (S3 prefix, CloudWatch Logs group) when O(output_s3_bucket_name) or O(cloudwatch_output) is set.
+      type: str
     error: {description: Why the outcome is not V(success) (null otherwise)., type: str}
 summary: {description: Number of instances per outcome plus C(total)., returned: always, type: dict, sample: {"total": 2, "success": 2}}
 run_id: {description: The run id used in every C(Comment)., returned: always, type: str}
@@ -143,7 +151,8 @@ def run(module):
     validate(module.params)  # before any AWS call, STS included
     session = AwsSession.from_module(module)
     validate_region(session.region, "ssm")
-    return run_commands(session.client("ssm"), module.params, module.check_mode)
+    # SendCommand goes through a client that never retries by itself: the runner retries it without duplicates.
+    return run_commands(session.client("ssm"), module.params, module.check_mode, send_client=session.client("ssm", max_attempts=1))
 
 
 def main():

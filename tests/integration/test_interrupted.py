@@ -106,7 +106,7 @@ def status_tags(sim, instances):
 def patch_targets(sim, run_id):
     counts = {}
     for command in sim.client("ssm").get_paginator("list_commands").paginate().build_full_result()["Commands"]:
-        if command["Comment"] == f"cms-patching {run_id} patch":
+        if command["Comment"].startswith(f"cms-patching {run_id} patch "):
             for instance_id in command["InstanceIds"]:
                 counts[instance_id] = counts.get(instance_id, 0) + 1
     return counts

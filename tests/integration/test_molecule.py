@@ -76,7 +76,7 @@ def tags_of(sim, instance_ids):
 
 def patch_commands(sim, run_id):
     commands = sim.client("ssm").get_paginator("list_commands").paginate().build_full_result()["Commands"]
-    mine = [c for c in commands if c.get("Comment") == f"cms-patching {run_id} patch"]
+    mine = [c for c in commands if c.get("Comment", "").startswith(f"cms-patching {run_id} patch ")]
     return [sorted(c["InstanceIds"]) for c in sorted(mine, key=lambda c: c["RequestedDateTime"])]
 
 

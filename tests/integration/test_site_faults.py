@@ -126,7 +126,7 @@ def test_no_instance_was_patched_without_a_verified_backup(site_run):
     ec2, ssm = sim.client("ec2"), sim.client("ssm")
     patched_targets = set()
     for command in ssm.get_paginator("list_commands").paginate().build_full_result()["Commands"]:
-        if command.get("Comment") == f"cms-patching {site_run['run_id']} patch":
+        if command.get("Comment", "").startswith(f"cms-patching {site_run['run_id']} patch "):
             assert len(command["InstanceIds"]) <= 50
             patched_targets.update(command["InstanceIds"])
     verified = set()

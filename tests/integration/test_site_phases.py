@@ -25,7 +25,7 @@ def run(sim, tmp_path, inventory, run_id, **kwargs):
 def patch_commands(sim, run_id):
     """The patch commands of a run, oldest first: [(requested time, [instance ids])]."""
     commands = sim.client("ssm").get_paginator("list_commands").paginate().build_full_result()["Commands"]
-    mine = [c for c in commands if c.get("Comment") == f"cms-patching {run_id} patch"]
+    mine = [c for c in commands if c.get("Comment", "").startswith(f"cms-patching {run_id} patch ")]
     return [(c["RequestedDateTime"], sorted(c["InstanceIds"])) for c in sorted(mine, key=lambda c: c["RequestedDateTime"])]
 
 

@@ -63,7 +63,7 @@ def test_each_step_fails_exactly_its_faulty_instances(sim, fleet, step, extra, f
     ssm = sim.client("ssm")
     for cmd in result["commands"]:
         sent = ssm.list_commands(CommandId=cmd["command_id"])["Commands"][0]
-        assert sent["Comment"] == f"cms-patching run-cmd {step}"
+        assert sent["Comment"] == cmd["comment"] and sent["Comment"].startswith(f"cms-patching run-cmd {step} ")
         assert sent["MaxErrors"] == "100%"
 
 
@@ -85,7 +85,7 @@ def test_scripts_per_platform_and_groups_by_commands(sim, fleet):
     params = {}
     for cmd in result["commands"]:
         sent = ssm.list_commands(CommandId=cmd["command_id"])["Commands"][0]
-        params[tuple(sent["InstanceIds"])] = (sent["DocumentName"], sent["Parameters"]["commands"], sent["Comment"])
+        params[tuple(sent["InstanceIds"])] = (sent["DocumentName"], sent["Parameters"]["commands"], sent["Comment"].rsplit(" ", 1)[0])
     assert params[(lin[0]["instance_id"], lin[1]["instance_id"])] == ("AWS-RunShellScript", ["set -e", "echo a"], "cms-patching run-cmd custom-check")
     script = params[(lin[2]["instance_id"],)][1]
     assert script[0] == "set -e" and "systemctl restart 'sshd'" in script and "systemctl is-active 'sshd'" in script and script[-1] == "echo b"

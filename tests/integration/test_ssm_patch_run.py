@@ -69,7 +69,7 @@ def test_each_fault_ends_as_its_outcome_and_the_rest_are_compliant(sim):
     assert sim.stats()["mutating"] == {"ssm:SendCommand": 1, "ssm:CancelCommand": 1}  # the hung reboots' invocations
     ssm = sim.client("ssm")
     cmd = ssm.list_commands(CommandId=result["commands"][0]["command_id"])["Commands"][0]
-    assert cmd["Comment"] == "cms-patching run-int patch"
+    assert cmd["Comment"] == result["commands"][0]["comment"] and cmd["Comment"].startswith("cms-patching run-int patch ")
     assert cmd["Parameters"]["SnapshotId"] == [result["snapshot_id"]] and cmd["Parameters"]["Operation"] == ["Install"]
     assert cmd["MaxConcurrency"] == "100%" and cmd["MaxErrors"] == "100%"
 

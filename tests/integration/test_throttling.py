@@ -95,7 +95,7 @@ def test_no_instance_is_processed_twice_under_throttling(runs):
 
     patched = {}
     for command in ssm.get_paginator("list_commands").paginate().build_full_result()["Commands"]:
-        if command["Comment"] == f"cms-patching {storm['run_id']} patch":
+        if command["Comment"].startswith(f"cms-patching {storm['run_id']} patch "):
             for instance_id in command["InstanceIds"]:
                 patched[instance_id] = patched.get(instance_id, 0) + 1
     assert patched == {i: 1 for i in backed_up}

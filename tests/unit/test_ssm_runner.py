@@ -131,6 +131,12 @@ class FakeSsm:
             out.append(inv)
         return {"CommandInvocations": out}
 
+    def get_command_invocation(self, **kw):
+        kw = self._record("get_command_invocation", kw)
+        status, details, output, code = self._view(kw["CommandId"], kw["InstanceId"])
+        return {"Status": status, "StatusDetails": details, "ResponseCode": code, "StandardOutputContent": output,
+                "StandardErrorContent": ""}
+
     def cancel_command(self, **kw):
         kw = self._record("cancel_command", kw)
         for instance in kw["InstanceIds"]:
@@ -194,7 +200,8 @@ def test_120_instances_are_three_commands_polled_together():
     sends = [kw for op, kw in ssm.calls if op == "send_command"]
     assert [len(kw["InstanceIds"]) for kw in sends] == [50, 50, 20]
     assert [i for kw in sends for i in kw["InstanceIds"]] == ids
-    assert {kw["Comment"] for kw in sends} == {"cms-patching run-1 restart"}
+    tokens = [kw["Comment"].split() for kw in sends]  # each send its own token after `cms-patching <run> <step>`
+    assert [t[:3] for t in tokens] == [["cms-patching", "run-1", "restart"]] * 3 and len({t[3] for t in tokens}) == 3
     # one ListCommands per poll for all three (t=0, 1: executing; t=2: done), then one Details listing per command
     assert ssm.count("list_commands") == 3
     listings = [kw for op, kw in ssm.calls if op == "list_command_invocations"]

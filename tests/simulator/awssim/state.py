@@ -15,6 +15,9 @@ DURATION_KEYS = ("image_pending_s", "command_s", "reboot_s", "replace_root_s")
 CONFIG_KEYS = DURATION_KEYS + ("throttle_rate", "sts_session_s")
 DEFAULTS = {"image_pending_s": 0.2, "command_s": 0.2, "reboot_s": 0.2, "replace_root_s": 0.2, "throttle_rate": 0.0,
             "sts_session_s": 0.0}
+# send_drop_rate: share (0..1) of SendCommands that are accepted and then answered by a dropped connection (ssm.py).
+CONFIG_KEYS += ("send_drop_rate",)
+DEFAULTS["send_drop_rate"] = 0.0
 # Keys whose value is a JSON document rather than a number. iam_policy: an identity-based policy enforced on every call
 # of the key (iam.py); null clears it.
 JSON_KEYS = ("iam_policy",)

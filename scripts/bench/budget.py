@@ -28,8 +28,15 @@ PAGE = 1000         # DescribeInstances page size
 # (each wait then ends by its second poll). See docs/performance.md for the derivation.
 PER_BATCH = {
     "precheck": 1 + 1,          # SendCommand + one ListCommandInvocations (Details) once the command has finished
-    "patch": 1 + 1 + 1 + 1 + 2 + 2,   # DII + DIPS before, SendCommand, LCI 1, DII until Online (2), DIPS until fresh (2)
+    # DII + DIPS before, SendCommand, LCI 1, DIPS until fresh (2). No wait for the agent after the command: the reboot is
+    # inside it (it ends once the agent is back), and the agents are only watched while it runs (AGENT_CHECKS).
+    "patch": 1 + 1 + 1 + 1 + 2,
 }
+# Agent checks while a patch command is open: one DescribeInstanceInformation per 50 open instances, at most once per
+# agent_check_interval (default 60 s) and the first one an interval after the send, so floor(T / interval) per batch
+# for a command open T seconds. 0 when every patch command ends within one interval (the smoke test: ~2 s against 60 s);
+# ~15 on real AWS for a 15-minute install (add them with full_run(..., agent_checks=15)).
+AGENT_CHECKS = 0
 POLLS = 2                       # ListCommands per command step (pre-check, patch) per wave: still running, then finished
 STEPS = 2                       # command steps per wave: pre-check and patch (restart/health only when configured)
 PER_WAVE = 1 + 1                # DescribeImages (backup gate, <= 200 ids) + CreateTags (one per final status; 1 when all pass)
@@ -42,11 +49,12 @@ def ssm_batches(sizes):
     return sum(math.ceil(w / SSM_BATCH) for w in sizes)
 
 
-def full_run(n, sizes=None, platforms=2):
+def full_run(n, sizes=None, platforms=2, agent_checks=AGENT_CHECKS):
     """Upper bound of the API calls of one full playbooks/patch.yml over n healthy instances, by term."""
     sizes = sizes or waves(n)
     batches = ssm_batches(sizes)
     terms = {
+        "agent checks while patch commands are open (DII per 50 per check)": agent_checks * batches,
         "CreateImage, one per instance": n,
         "inventory (DescribeInstances pages + DII per 50)": math.ceil(n / PAGE) + math.ceil(n / SSM_BATCH),
         "discovery (DescribeInstances pages + DII + DIPS per 50)": math.ceil(n / PAGE) + 2 * math.ceil(n / SSM_BATCH),
@@ -68,9 +76,9 @@ def full_run(n, sizes=None, platforms=2):
     return terms
 
 
-def linear_form(platforms=2):
+def linear_form(platforms=2, agent_checks=AGENT_CHECKS):
     """(a, b, c) with full_run(n) <= a*n + b*waves + c, using ceil(x/k) <= x/k + 1 for every batched term."""
-    per_batch = PER_BATCH["precheck"] + PER_BATCH["patch"]
+    per_batch = PER_BATCH["precheck"] + PER_BATCH["patch"] + agent_checks
     # ListCommands pages per poll: ceil(commands/50), with commands <= w/50 + platforms (pre-check) and <= w/50 + 1 (patch).
     polls_a, polls_b = POLLS * STEPS / SSM_BATCH ** 2, POLLS * (STEPS + (platforms + 1) / SSM_BATCH)
     a = 1 + 3 / SSM_BATCH + 2 / PAGE + BACKUP_PER_200 / EC2_BATCH + per_batch / SSM_BATCH + polls_a + 1 + 3 / LOCK_BATCH

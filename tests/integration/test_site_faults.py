@@ -62,6 +62,7 @@ def site_run(sim_url, tmp_path_factory):
     # max_fail_percentage says, and a faulty canary would hide the rest of the table.
     extra = dict(FAST_VARS, cms_patching_run_id=run_id, cms_patching_report_dir=str(workdir / "reports"),
                  cms_patching_max_fail_percentage=100, cms_patching_serial=["50%"], patching_agent_online_timeout=4,
+                 patching_agent_check_interval=0.5,
                  patching_restart_services=["nginx"], patching_health_checks=["curl -fsS http://localhost/health"])
     sim.reset_stats()
     proc = run_playbook("playbooks/patch.yml", sim.env, inventory=inventory, extra_vars=extra)

@@ -5,17 +5,38 @@
 
 Only images and snapshots tagged cms-patching:managed=true are ever deregistered or deleted: the selection
 works on records found through that tag, and prune_images() checks it again on every image and snapshot.
+
+DeleteSnapshot right after DeregisterImage can fail with InvalidSnapshot.InUse until the deregistration settles. So an
+image whose snapshots are all the tool's is deregistered with DeleteAssociatedSnapshots=True (EC2 deletes them itself);
+otherwise its own snapshots are deleted one by one, retried for a few polls while still in use. Whatever is left, and
+any tagged snapshot an earlier run left behind, is found by sweep_orphaned_snapshots(): the tool's snapshots that no
+image uses any more.
 """
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
-from ansible_collections.cms.patching.plugins.module_utils.backup import describe_snapshot_states, sort_key
+try:
+    from botocore.exceptions import ParamValidationError
+except ImportError:  # handled by AnsibleAWSModule's own boto3 check
+    ParamValidationError = None
+
+from ansible_collections.cms.patching.plugins.module_utils import tags as T
+from ansible_collections.cms.patching.plugins.module_utils.backup import aws_call, describe_snapshot_states, sort_key
+from ansible_collections.cms.patching.plugins.module_utils.batching import EC2_ID_BATCH, chunked, paginate
 from ansible_collections.cms.patching.plugins.module_utils.errors import aws_error_message, error_code, is_aws_error
 
 GONE_IMAGE_CODES = ("InvalidAMIID.NotFound", "InvalidAMIID.Unavailable")
 GONE_SNAPSHOT_CODES = ("InvalidSnapshot.NotFound",)
+IN_USE_CODES = ("InvalidSnapshot.InUse",)
+# An endpoint that does not know DeregisterImage's DeleteAssociatedSnapshots (EC2 API common client errors).
+UNKNOWN_PARAMETER_CODES = ("UnknownParameter", "InvalidParameter")
+# Polls spent retrying a snapshot still in use by its just-deregistered image before leaving it to the sweep.
+SETTLE_POLLS = 3
+# A pending snapshot belongs to an image still being created: only finished ones can be orphans.
+ORPHAN_STATES = ("completed", "error")
 
 
 def select_for_retention(records, keep_ids, retention_count=None, retention_days=None, now=None, newer_backups=0):
@@ -46,16 +67,17 @@ def select_for_retention(records, keep_ids, retention_count=None, retention_days
     return sorted(chosen, key=lambda pair: sort_key(pair[0]))
 
 
-def prune_images(ec2, selections, check_mode=False):
+def prune_images(ec2, selections, check_mode=False, poll_interval=15, settle_polls=SETTLE_POLLS, sleep=time.sleep):
     """Deregister each selected image, then delete its snapshots that carry the ownership tag.
 
     selections: [(record, reason)]. Returns one dict per image; a failure is reported on its entry, never raised,
     so one stuck image does not stop the others. In check mode nothing is changed and the entries say what would be.
+    A snapshot still in use by its deregistered image is retried every poll_interval, settle_polls times at most.
     """
     owned = [(r, why) for r, why in selections if r["managed"]]
     snapshot_ids = sorted({s for r, _why in owned for s in r["snapshot_ids"]})
     snapshots = describe_snapshot_states(ec2, snapshot_ids) if snapshot_ids else {}
-    results = []
+    results, in_use = [], []
     for record, reason in owned:
         mine = [s for s in record["snapshot_ids"] if snapshots.get(s, {}).get("managed")]
         entry = {
@@ -64,27 +86,113 @@ def prune_images(ec2, selections, check_mode=False):
             "kept_snapshot_ids": [s for s in record["snapshot_ids"] if s not in mine], "error": None,
         }
         if not check_mode:
-            entry["error"] = _deregister_with_snapshots(ec2, record["image_id"], mine)
+            # DeleteAssociatedSnapshots deletes every snapshot of the image: only when all of them are the tool's.
+            entry["error"], busy = _deregister_with_snapshots(ec2, record["image_id"], mine, delete_associated=mine == record["snapshot_ids"])
+            in_use.extend((entry, s) for s in busy)
         results.append(entry)
+    _settle(ec2, in_use, poll_interval, settle_polls, sleep)
     return results
 
 
-def _deregister_with_snapshots(ec2, image_id, snapshot_ids):
-    """None on success, else the first one-line error; snapshots are only deleted once the image is gone."""
+def _deregister_with_snapshots(ec2, image_id, snapshot_ids, delete_associated=False):
+    """(None or the first one-line error, [snapshots still in use]); snapshots are only deleted once the image is gone."""
     try:
-        ec2.deregister_image(ImageId=image_id, aws_retry=True)
+        deleted = _deregister(ec2, image_id, delete_associated)
     except Exception as e:  # pylint: disable=broad-except
         if not is_aws_error(e):
             raise
         if error_code(e) not in GONE_IMAGE_CODES:
-            return aws_error_message(e, "ec2:DeregisterImage", image_id)
-    errors = []
+            return aws_error_message(e, "ec2:DeregisterImage", image_id), []
+        deleted = set()
+    errors, in_use = [], []
     for snapshot_id in snapshot_ids:
+        if snapshot_id in deleted:
+            continue
+        code, message = _delete_snapshot(ec2, snapshot_id)
+        if code in IN_USE_CODES:
+            in_use.append(snapshot_id)
+        elif message:
+            errors.append(message)
+    return "; ".join(errors) or None, in_use
+
+
+def _deregister(ec2, image_id, delete_associated):
+    """DeregisterImage; the ids of the snapshots EC2 deleted with it (DeleteSnapshotResults, ReturnCode success)."""
+    if delete_associated:
         try:
-            ec2.delete_snapshot(SnapshotId=snapshot_id, aws_retry=True)
+            answer = ec2.deregister_image(ImageId=image_id, DeleteAssociatedSnapshots=True, aws_retry=True)
         except Exception as e:  # pylint: disable=broad-except
-            if not is_aws_error(e):
+            too_old = ParamValidationError is not None and isinstance(e, ParamValidationError)  # botocore without the parameter
+            if not too_old and not (is_aws_error(e) and error_code(e) in UNKNOWN_PARAMETER_CODES):
                 raise
-            if error_code(e) not in GONE_SNAPSHOT_CODES:
-                errors.append(aws_error_message(e, "ec2:DeleteSnapshot", snapshot_id))
-    return "; ".join(errors) or None
+        else:
+            return {r.get("SnapshotId") for r in answer.get("DeleteSnapshotResults") or [] if r.get("ReturnCode") == "success"}
+    ec2.deregister_image(ImageId=image_id, aws_retry=True)
+    return set()
+
+
+def _delete_snapshot(ec2, snapshot_id):
+    """(error code or None, one-line error or None); a snapshot already gone is no error."""
+    try:
+        ec2.delete_snapshot(SnapshotId=snapshot_id, aws_retry=True)
+    except Exception as e:  # pylint: disable=broad-except
+        if not is_aws_error(e):
+            raise
+        code = error_code(e)
+        return code, None if code in GONE_SNAPSHOT_CODES else aws_error_message(e, "ec2:DeleteSnapshot", snapshot_id)
+    return None, None
+
+
+def _settle(ec2, in_use, poll_interval, polls, sleep):
+    """Retry [(entry, snapshot id)] still in use by their deregistered image; what stays in use is an entry error."""
+    for _poll in range(polls):
+        if not in_use:
+            return
+        sleep(poll_interval)
+        left = []
+        for entry, snapshot_id in in_use:
+            code, message = _delete_snapshot(ec2, snapshot_id)
+            if code in IN_USE_CODES:
+                left.append((entry, snapshot_id))
+            elif message:
+                entry["error"] = "; ".join(filter(None, [entry["error"], message]))
+        in_use = left
+    for entry, snapshot_id in in_use:
+        note = (f"ec2:DeleteSnapshot failed for {snapshot_id}: still in use by the deregistered image {entry['image_id']}; "
+                "the next retention run deletes it")
+        entry["error"] = "; ".join(filter(None, [entry["error"], note]))
+
+
+def sweep_orphaned_snapshots(ec2, instance_ids, check_mode=False):
+    """Delete the tool's snapshots of these instances that no image uses any more; one entry per instance.
+
+    Orphans come from an earlier run that was killed between DeregisterImage and DeleteSnapshot, or whose snapshot
+    stayed in use too long. Only snapshots tagged cms-patching:managed=true are candidates (checked again on each),
+    only finished ones (completed or error), and only when DescribeImages finds no image of this account using them.
+    """
+    candidates = {}
+    for chunk in chunked(sorted(set(instance_ids)), EC2_ID_BATCH):
+        found = aws_call("ec2:DescribeSnapshots", None, paginate, ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"],
+                         Filters=[{"Name": "tag:" + T.MANAGED, "Values": ["true"]}, {"Name": "tag:" + T.SOURCE_INSTANCE, "Values": chunk}])
+        for snap in found:
+            tags = T.tag_dict(snap.get("Tags"))
+            if T.is_owned(tags) and tags.get(T.SOURCE_INSTANCE) in chunk and snap.get("State") in ORPHAN_STATES:
+                candidates[snap["SnapshotId"]] = tags[T.SOURCE_INSTANCE]
+    used = set()
+    for chunk in chunked(sorted(candidates), EC2_ID_BATCH):
+        images = aws_call("ec2:DescribeImages", None, paginate, ec2, "describe_images", "Images", Owners=["self"],
+                          Filters=[{"Name": "block-device-mapping.snapshot-id", "Values": chunk}])
+        used.update(m["Ebs"]["SnapshotId"] for i in images for m in i.get("BlockDeviceMappings", []) if (m.get("Ebs") or {}).get("SnapshotId"))
+    entries = {}
+    for snapshot_id in sorted(s for s in candidates if s not in used):
+        entry = entries.setdefault(candidates[snapshot_id], {
+            "instance_id": candidates[snapshot_id], "image_id": None, "name": None, "created_at": None, "reason": "orphaned",
+            "snapshot_ids": [], "kept_snapshot_ids": [], "error": None})
+        code, message = (None, None) if check_mode else _delete_snapshot(ec2, snapshot_id)
+        if code in IN_USE_CODES:  # its image's deregistration has not settled: a later sweep deletes it
+            continue
+        if message:
+            entry["error"] = "; ".join(filter(None, [entry["error"], message]))
+        else:
+            entry["snapshot_ids"].append(snapshot_id)
+    return [e for e in entries.values() if e["snapshot_ids"] or e["error"]]

@@ -15,7 +15,7 @@ from ansible_collections.cms.patching.plugins.module_utils.backup import (
     age_hours, aws_call, by_instance, describe_managed_images, image_record, instance_volumes, name_tag, newest_verified, require_instances,
     sort_key,
 )
-from ansible_collections.cms.patching.plugins.module_utils.backup_retention import prune_images, select_for_retention
+from ansible_collections.cms.patching.plugins.module_utils.backup_retention import prune_images, select_for_retention, sweep_orphaned_snapshots
 from ansible_collections.cms.patching.plugins.module_utils.backup_verify import FAILED, FAILED_IMAGE_STATES, VERIFIED, Job, covers_devices, run_jobs
 from ansible_collections.cms.patching.plugins.module_utils.batching import EC2_ID_BATCH, chunked, paginate
 from ansible_collections.cms.patching.plugins.module_utils.errors import (
@@ -137,14 +137,14 @@ def run_backup(ec2, params, check_mode=False, sleep=None):
             newest = newest_verified(images.get(iid, []))
             backups[iid] = _entry(iid, newest, "existing" if newest else "missing")
     stale = [(r, "failed") for iid in ids for r in images.get(iid, []) if r["state"] in FAILED_IMAGE_STATES]
-    pruned = prune_images(ec2, stale, check_mode)
+    pruned = prune_images(ec2, stale, check_mode, params["poll_interval"])
     if jobs and not check_mode:
         created_at = N.iso(now)
         run_jobs(ec2, jobs, lambda job: start_creation(ec2, job, params, run_id, created_at), params["max_concurrent"],
                  params["wait"], params["wait_timeout"], params["poll_interval"], **({"sleep": sleep} if sleep else {}))
         tag_verified(ec2, [j for j in jobs if j.outcome == VERIFIED])
         broken = [j for j in jobs if j.outcome == FAILED and j.record and not j.timed_out]
-        removed = prune_images(ec2, [(j.record, "failed") for j in broken])
+        removed = prune_images(ec2, [(j.record, "failed") for j in broken], poll_interval=params["poll_interval"])
         gone = {p["image_id"] for p in removed if not p["error"]}
         for job in broken:
             job.record["state"] = "deregistered" if job.image_id in gone else job.record["state"]
@@ -153,9 +153,12 @@ def run_backup(ec2, params, check_mode=False, sleep=None):
         backups[job.instance_id] = _job_entry(job, run_id, check_mode)
     if params["retention_count"] or params["retention_days"]:
         pruned += _apply_retention(ec2, ids, images, backups, params, now, check_mode)
+    if pruned or params["retention_count"] or params["retention_days"]:
+        # Snapshots an earlier run left behind (killed mid-prune, or still in use when it gave up) go now.
+        pruned += sweep_orphaned_snapshots(ec2, ids, check_mode)
     results = [backups[i] for i in ids]
     summary = summarize(results, "status")
-    summary.update(pruned_images=sum(1 for p in pruned if not p["error"]),
+    summary.update(pruned_images=sum(1 for p in pruned if p["image_id"] and not p["error"]),
                    pruned_snapshots=sum(len(p["snapshot_ids"]) for p in pruned if not p["error"]))
     changed = bool(pruned) or any(b["status"] in ("created", "would_create") for b in results)
     return dict(changed=changed, run_id=run_id, backups=results, pruned=pruned, summary=summary)
@@ -210,4 +213,4 @@ def _apply_retention(ec2, ids, images, backups, params, now, check_mode):
             records = [dict(r, verified=True, state="available") if r["image_id"] in keep else r for r in records]
         newer = 1 if fresh and not any(r["image_id"] in keep for r in records) else 0
         selections += select_for_retention(records, keep, params["retention_count"], params["retention_days"], now, newer)
-    return prune_images(ec2, selections, check_mode)
+    return prune_images(ec2, selections, check_mode, params["poll_interval"])

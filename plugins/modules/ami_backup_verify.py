@@ -30,6 +30,12 @@ description:
     O(wait_timeout) passes is reported failed and left in place, so that a re-run adopts it.
   - Only images and snapshots tagged C(cms-patching:managed=true) are ever deregistered or deleted, whatever their
     name. Failed images of the tool left by earlier runs of the given instances are removed too.
+  - An image whose snapshots are all the tool's is deregistered with C(DeleteAssociatedSnapshots), so EC2 deletes
+    them with it (an endpoint that refuses the parameter gets a plain C(DeregisterImage)). Otherwise its own snapshots
+    are deleted one by one; one still C(InvalidSnapshot.InUse) by the image just deregistered is retried every
+    O(poll_interval), three times at most. Whenever retention is set or an image was removed, the tool's finished snapshots of the given
+    instances that no image uses any more (left by a killed or an earlier run) are deleted too (RV(pruned) reason
+    V(orphaned)).
   - In check mode nothing is created, tagged, deregistered or deleted; only C(Describe*) calls are made and the
     result says what would happen (status V(would_create), and the images O(retention_count) and
     O(retention_days) would remove under RV(pruned)).
@@ -212,7 +218,9 @@ backups:
       description: Whether this run adopted an image an earlier, interrupted run had started.
       type: bool
 pruned:
-  description: Images removed (or, in check mode, that would be removed) with their snapshots.
+  description:
+    - Images removed (or, in check mode, that would be removed) with their snapshots.
+    - Also one entry per instance whose orphaned snapshots were deleted (reason V(orphaned), no image).
   returned: always
   type: list
   elements: dict
@@ -221,7 +229,7 @@ pruned:
       description: The source instance.
       type: str
     image_id:
-      description: The deregistered image.
+      description: The deregistered image (null for V(orphaned)).
       type: str
     name:
       description: Its name.
@@ -230,7 +238,7 @@ pruned:
       description: When it was created.
       type: str
     reason:
-      description: V(failed) (a failed backup), V(retention_count) or V(retention_days).
+      description: V(failed) (a failed backup), V(retention_count), V(retention_days) or V(orphaned) (snapshots no image uses).
       type: str
     snapshot_ids:
       description: Its snapshots that were deleted (only ones tagged C(cms-patching:managed=true)).

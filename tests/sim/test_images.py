@@ -61,6 +61,7 @@ def test_snapshot_error_fault(sim):
 
 
 def test_deregister_delete_and_bulk_tags(sim):
+    sim.config(deregister_s=0)  # no settling time here: the InvalidSnapshot.InUse window is test_snapshot_deletion.py's
     iid = sim.ids()[0]
     ec2 = sim.client("ec2")
     image_id = _create(ec2, iid, "x")

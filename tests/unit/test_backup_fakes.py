@@ -27,7 +27,10 @@ def _matches(tags, attrs, filters):
     for f in filters or []:
         name, values = f["Name"], f["Values"]
         value = tags.get(name[4:]) if name.startswith("tag:") else attrs.get(name)
-        if value not in values:
+        if isinstance(value, list):  # a multi-valued attribute (an image's snapshot ids) matches on any value
+            if not set(value) & set(values):
+                return False
+        elif value not in values:
             return False
     return True
 
@@ -51,6 +54,9 @@ class FakeEc2:
         self.fail_on = {}  # instance_id -> "ami-fail" | "snapshot-error"
         self.polls_to_finish = 2
         self.lost_responses = set()  # instance ids whose CreateImage succeeds but answers like a retried call
+        self.delete_associated = True  # False: the endpoint refuses DeregisterImage's DeleteAssociatedSnapshots
+        self.in_use_after_deregister = 0  # DeleteSnapshot calls per snapshot that fail InvalidSnapshot.InUse after a plain deregister
+        self.in_use = {}  # snapshot id -> (image id, DeleteSnapshot calls still refused)
         self._seq = 0
 
     # -- read side
@@ -66,7 +72,8 @@ class FakeEc2:
         out = []
         for image_id, img in self.images.items():
             tags = {t["Key"]: t["Value"] for t in img["Tags"]}
-            if _matches(tags, {"image-id": image_id, "state": img["State"], "name": img["Name"]}, Filters):
+            snaps = [b["Ebs"]["SnapshotId"] for b in img["Blocks"]]
+            if _matches(tags, {"image-id": image_id, "state": img["State"], "name": img["Name"], "block-device-mapping.snapshot-id": snaps}, Filters):
                 out.append({"ImageId": image_id, "Name": img["Name"], "State": img["State"], "Tags": img["Tags"],
                             "CreationDate": "2024-05-01T12:00:00.000Z", "BlockDeviceMappings": img["Blocks"]})
         return {"Images": out}
@@ -118,12 +125,34 @@ class FakeEc2:
             target = self.images.get(rid) or self.snapshots[rid]
             target["Tags"] = [t for t in target["Tags"] if t["Key"] not in {x["Key"] for x in Tags}] + list(Tags)
 
-    def deregister_image(self, ImageId, aws_retry=False):
+    def deregister_image(self, ImageId, DeleteAssociatedSnapshots=None, aws_retry=False):
         self.calls["deregister_image"] += 1
-        del self.images[ImageId]
+        if DeleteAssociatedSnapshots is not None and not self.delete_associated:
+            raise ClientError({"Error": {"Code": "UnknownParameter", "Message": "The parameter DeleteAssociatedSnapshots is not recognized"}},
+                              "DeregisterImage")
+        if ImageId not in self.images:
+            raise ClientError({"Error": {"Code": "InvalidAMIID.NotFound", "Message": f"The image id '[{ImageId}]' does not exist"}}, "DeregisterImage")
+        snaps = [b["Ebs"]["SnapshotId"] for b in self.images.pop(ImageId)["Blocks"]]
+        if not DeleteAssociatedSnapshots:
+            self.in_use.update({s: (ImageId, self.in_use_after_deregister) for s in snaps})
+            return {"Return": True}
+        results = []
+        for snap in snaps:  # AWS skips a snapshot another AMI uses
+            shared = any(snap == b["Ebs"]["SnapshotId"] for img in self.images.values() for b in img["Blocks"])
+            if not shared:
+                self.snapshots.pop(snap, None)
+            results.append({"SnapshotId": snap, "ReturnCode": "skipped" if shared else "success"})
+        return {"Return": True, "DeleteSnapshotResults": results}
 
     def delete_snapshot(self, SnapshotId, aws_retry=False):
         self.calls["delete_snapshot"] += 1
+        image_id, refusals = self.in_use.get(SnapshotId, (None, 0))
+        if refusals:
+            self.in_use[SnapshotId] = (image_id, refusals - 1)
+            raise ClientError({"Error": {"Code": "InvalidSnapshot.InUse", "Message": f"The snapshot {SnapshotId} is currently in use by {image_id}"}},
+                              "DeleteSnapshot")
+        if SnapshotId not in self.snapshots:
+            raise ClientError({"Error": {"Code": "InvalidSnapshot.NotFound", "Message": f"The snapshot '{SnapshotId}' does not exist."}}, "DeleteSnapshot")
         del self.snapshots[SnapshotId]
 
 

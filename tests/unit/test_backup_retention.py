@@ -1,6 +1,6 @@
 """Retention selection and the ownership guard on every deletion."""
 
-from ansible_collections.cms.patching.plugins.module_utils.backup_retention import prune_images, select_for_retention
+from ansible_collections.cms.patching.plugins.module_utils.backup_retention import prune_images, select_for_retention, sweep_orphaned_snapshots
 from test_backup_fakes import NOW, FakeEc2, record
 
 
@@ -63,7 +63,8 @@ def _ec2_with(image_specs):
     """A fake holding images and snapshots; image_specs: [(image_id, image_managed, [(snap_id, snap_managed)])]."""
     ec2 = FakeEc2()
     for image_id, managed, snaps in image_specs:
-        ec2.images[image_id] = {"State": "available", "Tags": [], "Name": image_id, "Blocks": [], "instance": "i-1", "polls": 0}
+        ec2.images[image_id] = {"State": "available", "Tags": [], "Name": image_id, "instance": "i-1", "polls": 0,
+                                "Blocks": [{"DeviceName": f"/dev/sd{chr(97 + n)}", "Ebs": {"SnapshotId": s}} for n, (s, _m) in enumerate(snaps)]}
         for snap_id, snap_managed in snaps:
             ec2.snapshots[snap_id] = {"State": "completed", "VolumeId": "vol-1",
                                       "Tags": [{"Key": "cms-patching:managed", "Value": "true"}] if snap_managed else []}
@@ -97,4 +98,77 @@ def test_prune_batches_snapshot_lookup_over_many_images():
     ec2 = _ec2_with(specs)
     recs = [(record(image_id=i, mappings=(("/dev/xvda", s[0][0]),)), "retention_count") for i, _m, s in specs]
     assert len(prune_images(ec2, recs)) == 25
-    assert ec2.calls["describe_snapshots"] == 1 and ec2.calls["deregister_image"] == 25 and ec2.calls["delete_snapshot"] == 25
+    # every snapshot is the tool's: DeregisterImage deletes them itself (DeleteAssociatedSnapshots), no DeleteSnapshot
+    assert ec2.calls["describe_snapshots"] == 1 and ec2.calls["deregister_image"] == 25 and ec2.calls["delete_snapshot"] == 0
+    assert not ec2.snapshots and not ec2.images
+
+
+def _one(ec2, snaps):
+    return [(record(image_id="ami-00000001", mappings=tuple((f"/dev/sd{chr(97 + n)}", sid) for n, sid in enumerate(snaps))), "retention_days")]
+
+
+def test_prune_deletes_the_snapshots_with_the_image_when_all_are_the_tools():
+    ec2 = _ec2_with([("ami-00000001", True, [("snap-a", True), ("snap-b", True)])])
+    ec2.in_use_after_deregister = 99  # a DeleteSnapshot after a plain DeregisterImage would be refused
+    [entry] = prune_images(ec2, _one(ec2, ["snap-a", "snap-b"]), sleep=lambda s: None)
+    assert entry["error"] is None and entry["snapshot_ids"] == ["snap-a", "snap-b"]
+    assert not ec2.snapshots and ec2.calls["deregister_image"] == 1 and ec2.calls["delete_snapshot"] == 0
+
+
+def test_prune_falls_back_when_the_endpoint_refuses_delete_associated_snapshots():
+    ec2 = _ec2_with([("ami-00000001", True, [("snap-a", True)])])
+    ec2.delete_associated = False
+    [entry] = prune_images(ec2, _one(ec2, ["snap-a"]), sleep=lambda s: None)
+    assert entry["error"] is None and not ec2.snapshots and not ec2.images
+    assert ec2.calls["deregister_image"] == 2 and ec2.calls["delete_snapshot"] == 1
+
+
+def test_prune_retries_a_snapshot_still_in_use_by_its_deregistered_image():
+    ec2 = _ec2_with([("ami-00000001", True, [("snap-a", True), ("snap-b", False)])])  # a foreign snapshot: no DeleteAssociatedSnapshots
+    ec2.in_use_after_deregister = 2
+    slept = []
+    [entry] = prune_images(ec2, _one(ec2, ["snap-a", "snap-b"]), poll_interval=7, sleep=slept.append)
+    assert entry["error"] is None and entry["snapshot_ids"] == ["snap-a"] and entry["kept_snapshot_ids"] == ["snap-b"]
+    assert set(ec2.snapshots) == {"snap-b"} and slept == [7, 7]  # refused twice, deleted at the second poll
+    assert ec2.calls["delete_snapshot"] == 3
+
+
+def test_prune_reports_a_snapshot_in_use_too_long_and_leaves_it_for_the_sweep():
+    ec2 = _ec2_with([("ami-00000001", True, [("snap-a", True), ("snap-b", False)])])
+    ec2.in_use_after_deregister = 99
+    slept = []
+    [entry] = prune_images(ec2, _one(ec2, ["snap-a", "snap-b"]), poll_interval=5, sleep=slept.append)
+    assert "snap-a: still in use by the deregistered image ami-00000001" in entry["error"] and "\n" not in entry["error"]
+    assert "ami-00000001" not in ec2.images and set(ec2.snapshots) == {"snap-a", "snap-b"} and slept == [5, 5, 5]
+
+
+def _snapshot(ec2, snap_id, instance_id, managed=True, state="completed"):
+    tags = [{"Key": "cms-patching:source-instance", "Value": instance_id}]
+    tags += [{"Key": "cms-patching:managed", "Value": "true"}] if managed else []
+    ec2.snapshots[snap_id] = {"State": state, "VolumeId": "vol-1", "Tags": tags}
+
+
+def test_sweep_deletes_only_the_tools_finished_snapshots_that_no_image_uses():
+    ec2 = _ec2_with([("ami-00000001", True, [("snap-used", True)])])
+    _snapshot(ec2, "snap-used", "i-1")
+    _snapshot(ec2, "snap-orphan", "i-1")
+    _snapshot(ec2, "snap-error", "i-1", state="error")
+    _snapshot(ec2, "snap-pending", "i-1", state="pending")  # an image still being created owns it
+    _snapshot(ec2, "snap-foreign", "i-1", managed=False)
+    _snapshot(ec2, "snap-elsewhere", "i-2")  # not an instance of this run
+    before = set(ec2.snapshots)
+    [preview] = sweep_orphaned_snapshots(ec2, ["i-1"], check_mode=True)
+    assert set(ec2.snapshots) == before and ec2.calls["delete_snapshot"] == 0
+    assert preview == {"instance_id": "i-1", "image_id": None, "name": None, "created_at": None, "reason": "orphaned",
+                       "snapshot_ids": ["snap-error", "snap-orphan"], "kept_snapshot_ids": [], "error": None}
+    [entry] = sweep_orphaned_snapshots(ec2, ["i-1"])
+    assert entry["snapshot_ids"] == ["snap-error", "snap-orphan"] and entry["error"] is None
+    assert set(ec2.snapshots) == before - {"snap-error", "snap-orphan"}
+
+
+def test_sweep_skips_a_snapshot_whose_image_is_still_settling():
+    ec2 = _ec2_with([])
+    _snapshot(ec2, "snap-orphan", "i-1")
+    ec2.in_use = {"snap-orphan": ("ami-00000009", 1)}
+    assert sweep_orphaned_snapshots(ec2, ["i-1"]) == [] and "snap-orphan" in ec2.snapshots
+    assert [e["snapshot_ids"] for e in sweep_orphaned_snapshots(ec2, ["i-1"])] == [["snap-orphan"]]

@@ -7,9 +7,9 @@ from __future__ import annotations
 import datetime
 import uuid
 
-from moto.ec2.exceptions import EC2ClientError
-from moto.ec2.models.amis import Ami
-from moto.ec2.models.elastic_block_store import Snapshot
+from moto.ec2.exceptions import EC2ClientError, InvalidSnapshotInUse
+from moto.ec2.models.amis import Ami, AmiBackend
+from moto.ec2.models.elastic_block_store import EBSBackend, Snapshot
 from moto.ec2.responses import EC2Response
 from moto.ec2.utils import random_ami_id
 
@@ -200,6 +200,92 @@ def describe_images(self):
     return _action_result(dict({"Images": images}, **({"NextToken": nxt} if nxt else {})))
 
 
+# -- deregistration and snapshot deletion ------------------------------------------------------------------------
+
+def _snapshot_ids(ami) -> list[str]:
+    mappings = ami.__dict__.get("_sim_bdm")
+    if mappings is not None:
+        return [m["Ebs"]["SnapshotId"] for m in mappings if m.get("Ebs", {}).get("SnapshotId")]
+    snap = getattr(ami, "ebs_snapshot", None)
+    return [snap.id] if snap is not None else []
+
+
+_orig_backend_describe_images = None  # set by apply(): the describe_images in place then (ec2.py's fast path)
+
+
+def _describe_images_bdm_filter(self, ami_ids=None, filters=None, exec_users=None, owners=None):
+    """The documented DescribeImages filter block-device-mapping.snapshot-id (botocore model), which moto lacks:
+    an image matches when any of its snapshots is one of the values."""
+    filters = dict(filters or {})
+    wanted = filters.pop("block-device-mapping.snapshot-id", None)
+    images = _orig_backend_describe_images(self, ami_ids=ami_ids, filters=filters or None, exec_users=exec_users, owners=owners)
+    if wanted is None:
+        return images
+    wanted = set(wanted if isinstance(wanted, list) else [wanted])
+    return [a for a in images if wanted & set(_snapshot_ids(a))]
+
+
+def deregister_image(self):
+    """DeregisterImage, with DeleteAssociatedSnapshots (botocore model: DeregisterImage input, DeleteSnapshotResults).
+
+    EC2 API Reference, DeregisterImage: the image's snapshots are deleted with it on request, except a snapshot that
+    another AMI also uses (ReturnCode "skipped"). Without the flag the snapshots stay, and DeleteSnapshot right after
+    can still fail with InvalidSnapshot.InUse (EC2 API "Error codes": the snapshot is in use by the image) until
+    the deregistration has settled: `deregister_s` seconds here.
+    """
+    ami_id = self._get_param("ImageId")
+    delete_snapshots = self._get_bool_param("DeleteAssociatedSnapshots", False)
+    self.error_on_dryrun()
+    backend = self.ec2_backend
+    ami = backend.amis.get(ami_id)
+    snapshot_ids = _snapshot_ids(ami) if ami is not None else []
+    backend.deregister_image(ami_id)  # InvalidAMIID.NotFound / .Unavailable as moto answers them
+    results = []
+    settled_at = state.now() + state.setting("deregister_s")
+    for snapshot_id in snapshot_ids:
+        snap = backend.snapshots.get(snapshot_id)
+        if snap is None:
+            continue
+        if delete_snapshots:
+            shared = any(snapshot_id in _snapshot_ids(other) for other in backend.amis.values())
+            if not shared:
+                backend.snapshots.pop(snapshot_id, None)
+            results.append({"SnapshotId": snapshot_id, "ReturnCode": "skipped" if shared else "success"})
+        else:
+            snap.__dict__["_sim_in_use"] = (ami_id, settled_at)
+    out = {"Return": True}
+    if delete_snapshots:
+        out["DeleteSnapshotResults"] = results
+    return _action_result(out)
+
+
+_orig_register_image = EC2Response.register_image
+
+
+def register_image(self):
+    """RegisterImage keeps the snapshots of its BlockDeviceMappings (EC2 API Reference, RegisterImage); stock moto drops
+    them, so a snapshot shared by two AMIs could not exist."""
+    result = _orig_register_image(self)
+    mappings = [m for m in self._get_param("BlockDeviceMappings", []) if (m.get("Ebs") or {}).get("SnapshotId")]
+    for mapping in mappings:
+        self.ec2_backend.get_snapshot(mapping["Ebs"]["SnapshotId"])  # InvalidSnapshot.NotFound for an unknown one
+    if mappings:
+        self.ec2_backend.amis[result.result["ImageId"]].__dict__["_sim_bdm"] = [
+            {"DeviceName": m.get("DeviceName"), "Ebs": {"SnapshotId": m["Ebs"]["SnapshotId"]}} for m in mappings]
+    return result
+
+
+_orig_delete_snapshot = EBSBackend.delete_snapshot
+
+
+def _delete_snapshot(self, snapshot_id):
+    snap = self.snapshots.get(snapshot_id)
+    held = snap.__dict__.get("_sim_in_use") if snap is not None else None
+    if held and state.now() < held[1]:
+        raise InvalidSnapshotInUse(snapshot_id, held[0])  # the image's deregistration has not settled yet
+    return _orig_delete_snapshot(self, snapshot_id)
+
+
 def describe_replace_root_volume_tasks(self):
     ids = self._get_param("ReplaceRootVolumeTaskIds", [])
     filters = self._filters_from_querystring()
@@ -228,3 +314,10 @@ def apply() -> None:
     EC2Response.create_replace_root_volume_task = create_replace_root_volume_task
     EC2Response.describe_replace_root_volume_tasks = describe_replace_root_volume_tasks
     EC2Response.describe_images = describe_images
+    EC2Response.deregister_image = deregister_image
+    EC2Response.register_image = register_image
+    global _orig_backend_describe_images  # pylint: disable=global-statement
+    if AmiBackend.describe_images is not _describe_images_bdm_filter:
+        _orig_backend_describe_images = AmiBackend.describe_images
+        AmiBackend.describe_images = _describe_images_bdm_filter
+    EBSBackend.delete_snapshot = _delete_snapshot

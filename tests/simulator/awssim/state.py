@@ -15,6 +15,10 @@ DURATION_KEYS = ("image_pending_s", "command_s", "reboot_s", "replace_root_s")
 CONFIG_KEYS = DURATION_KEYS + ("throttle_rate", "sts_session_s")
 DEFAULTS = {"image_pending_s": 0.2, "command_s": 0.2, "reboot_s": 0.2, "replace_root_s": 0.2, "throttle_rate": 0.0,
             "sts_session_s": 0.0}
+# deregister_s: seconds after DeregisterImage during which DeleteSnapshot of its snapshots answers InvalidSnapshot.InUse.
+DURATION_KEYS += ("deregister_s",)
+CONFIG_KEYS += ("deregister_s",)
+DEFAULTS["deregister_s"] = 0.2
 # send_drop_rate: share (0..1) of SendCommands that are accepted and then answered by a dropped connection (ssm.py).
 CONFIG_KEYS += ("send_drop_rate",)
 DEFAULTS["send_drop_rate"] = 0.0

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: cms.patching contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""ssm_patch_run: AWS-RunPatchBaseline on many instances, then verify each one (agent back, compliance clean)."""
+"""ssm_patch_run: AWS-RunPatchBaseline on many instances (hung reboots cancelled), then verify each one (compliance clean)."""
 
 from __future__ import annotations
 

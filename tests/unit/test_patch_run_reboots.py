@@ -10,7 +10,7 @@ from ansible_collections.cms.patching.plugins.module_utils.errors import Patchin
 from ansible_collections.cms.patching.plugins.module_utils.patch_run import judge_override_output, validate
 from ansible_collections.cms.patching.plugins.module_utils.ssm_runner import CommandRequest, SentCommand
 from test_patch_run import BEFORE, SNAP, params, run, state
-from test_ssm_runner import FakeClock, FakeSsm, iid
+from test_ssm_runner import FakeClock, FakeSsm, client_error, iid
 
 INTERVAL = 5.0
 TIMEOUT = 30
@@ -93,6 +93,30 @@ def test_agent_checks_go_in_batches_of_50_once_per_interval():
     # Each check covers the instances of the open commands, ceil(n/50) calls for n of them: here at most 3 per check.
     assert len(ssm.watch_calls) <= 3 * len(times) and len(times) <= math.ceil(clock() / INTERVAL)
     assert sorted(i for kw in (kw for op, kw in ssm.calls if op == "cancel_command") for i in kw["InstanceIds"]) == sorted(hung)
+
+
+class FlakyAgentsSsm(RebootingSsm):
+    """The first agent check that would find the hung agent fails (throttled beyond retries, say)."""
+
+    def __init__(self, clock, **kw):
+        super().__init__(clock, **kw)
+        self.failed_checks = 0
+
+    def describe_instance_information(self, **kw):
+        if self.commands and not self.failed_checks and self.clock() > 1.5 + TIMEOUT:
+            self.failed_checks += 1
+            self._record("describe_instance_information", kw)
+            raise client_error("ThrottlingException", "DescribeInstanceInformation")
+        return super().describe_instance_information(**kw)
+
+
+def test_a_failed_agent_check_is_retried_at_the_next_interval():
+    clock = FakeClock()
+    hung = iid(2)
+    ssm = FlakyAgentsSsm(clock, plan={hung: "hang"}, silent={hung: (1.5, math.inf)}, before={hung: BEFORE}, after={hung: BEFORE})
+    result = run(ssm, clock, instance_ids=[hung], **reboot_params())
+    assert ssm.failed_checks == 1 and result["results"][0]["outcome"] == "reboot_timeout"
+    assert 1.5 + TIMEOUT + INTERVAL < ssm.cancel_times()[0] <= 1.5 + TIMEOUT + 2 * INTERVAL + 1
 
 
 def test_a_normal_reboot_inside_the_command_is_not_cancelled():

@@ -51,6 +51,10 @@ notes:
   - The O(region) option (or E(AWS_REGION)) only chooses where STS is called; the instances listed come from the
     regions in O(regions).
   - AWS_ENDPOINT_URL (read by boto3 itself) points every call at another endpoint, such as the cms.patching simulator.
+  - Roles assumed for O(accounts) and O(assume_role_arn) renew their sessions before they expire (botocore's
+    refreshable assume-role credentials), so a listing never fails on an expired session.
+  - Every AWS call retries throttling (EC2 C(RequestLimitExceeded), SSM C(ThrottlingException)) and transient errors
+    with botocore's C(standard) retry mode, 10 attempts, like the collection's modules; O(aws_config) can change it.
 options:
   plugin:
     description: The name of this plugin; it should always be set to V(cms.patching.ec2_fleet) for this plugin to recognise the file.

@@ -7,7 +7,7 @@ AssumeRole, in the inventory and in every module. Per instance (by name) both ru
 patched with patch outcome success, a patch-fail instance rolled back.
 
 botocore refreshes assume-role credentials 10 to 15 minutes before they expire; for sessions of seconds this test
-shortens those windows to 1 s and 0.5 s (tests/integration/short_sessions/sitecustomize.py, on PYTHONPATH for these
+shortens those windows to 2 s and 1.5 s (tests/integration/short_sessions/sitecustomize.py, on PYTHONPATH for these
 runs only).
 """
 
@@ -20,9 +20,9 @@ import pytest
 from helpers import FAST, FAST_VARS, read_report, run_module, run_playbook, write_fleet_inventory
 
 OTHER_ACCOUNT = "222222222222"
-STS_SESSION_S = 2
+STS_SESSION_S = 4
 # Every command and every image wait lasts longer than a session.
-DURATIONS = dict(FAST, command_s=5, image_pending_s=3)
+DURATIONS = dict(FAST, command_s=8, image_pending_s=6)
 GROUPS = [
     {"count": 2, "name_prefix": "ok"},
     {"count": 1, "name_prefix": "patchfail", "faults": ["patch-fail"]},

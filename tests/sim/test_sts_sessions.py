@@ -1,7 +1,8 @@
 """STS sessions end as AWS ends them: AssumeRole's DurationSeconds, the sts_session_s cap, and expired-token errors.
 
-Expiry is wall time; sts_session_s (per access key) makes sessions last a second or two, so these tests wait for an
-expiry by polling, never by asserting how long anything took.
+Expiry is wall time; sts_session_s (per access key) makes sessions last a few seconds (long enough for a call made
+right after AssumeRole to land in time on a loaded machine), so these tests wait for an expiry by polling, never by
+asserting how long anything took.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from botocore.session import get_session
 from .conftest import wait_for
 
 ROLE = "arn:aws:iam::222222222222:role/cms-patching"
+SESSION_S = 4
 # (service, a read-only call, the error code AWS answers once the session has ended)
 EXPIRED = [
     ("ec2", "describe_instances", "RequestExpired"),  # EC2 API reference, "Error codes"
@@ -68,22 +70,22 @@ def test_duration_seconds_outside_the_documented_range_is_refused(sim, duration)
 
 
 def test_sts_session_s_caps_the_session_and_its_expiration(sim):
-    sim.config(sts_session_s=1)
+    sim.config(sts_session_s=SESSION_S)
     creds = _assume(sim, DurationSeconds=3600)
     assert _seconds_left(creds) < 60  # the response says when the session really ends, so SDKs can refresh in time
     session = _session(sim, creds)
     clients = {service: _client(sim, session, service) for service, _call, _code in EXPIRED}
     assert _error_code(clients["ec2"].describe_instances) is None
-    assert wait_for(lambda: _error_code(clients["ec2"].describe_instances), timeout=20, interval=0.2) == "RequestExpired"
+    assert wait_for(lambda: _error_code(clients["ec2"].describe_instances), timeout=30, interval=0.2) == "RequestExpired"
     # Once the session has ended, every service refuses it, each with its own code.
     assert [_error_code(getattr(clients[s], call)) for s, call, _code in EXPIRED] == [code for _s, _call, code in EXPIRED]
 
 
 def test_a_session_works_until_it_ends_and_a_new_one_works_again(sim):
-    sim.config(sts_session_s=2)
+    sim.config(sts_session_s=SESSION_S)
     ec2 = _client(sim, _session(sim, _assume(sim)), "ec2")
     assert _error_code(ec2.describe_instances) is None
-    assert wait_for(lambda: _error_code(ec2.describe_instances), timeout=20, interval=0.2) == "RequestExpired"
+    assert wait_for(lambda: _error_code(ec2.describe_instances), timeout=30, interval=0.2) == "RequestExpired"
     # The long-term key that assumed the role never expires, and a fresh session works.
     assert _error_code(sim.client("ec2").describe_instances) is None
     assert _error_code(_client(sim, _session(sim, _assume(sim)), "ec2").describe_instances) is None
@@ -97,11 +99,11 @@ def test_without_a_cap_sessions_last_their_duration(sim):
 
 def test_botocore_refreshable_assume_role_credentials_outlive_short_sessions(sim, monkeypatch):
     """What the collection relies on: botocore refreshes before expiry. Its windows (15/10 min before, and the fetcher's
-    15-minute cache window) are shortened here, to fit 2-second sessions."""
-    monkeypatch.setattr(RefreshableCredentials, "_advisory_refresh_timeout", 1.0)
-    monkeypatch.setattr(RefreshableCredentials, "_mandatory_refresh_timeout", 0.5)
-    monkeypatch.setattr(CachedCredentialFetcher, "DEFAULT_EXPIRY_WINDOW_SECONDS", 1.0)
-    sim.config(sts_session_s=2)
+    15-minute cache window) are shortened here to 2 s and 1.5 s, to fit 4-second sessions."""
+    monkeypatch.setattr(RefreshableCredentials, "_advisory_refresh_timeout", 2.0)
+    monkeypatch.setattr(RefreshableCredentials, "_mandatory_refresh_timeout", 1.5)
+    monkeypatch.setattr(CachedCredentialFetcher, "DEFAULT_EXPIRY_WINDOW_SECONDS", 2.0)
+    sim.config(sts_session_s=SESSION_S)
     botocore_session = get_session()
     botocore_session.set_credentials(sim.key, "testing")
     fetcher = AssumeRoleCredentialFetcher(

@@ -4,7 +4,8 @@ botocore refreshes assume-role credentials 15 minutes (advisory) and 10 minutes 
 assume-role fetcher treats a cached session with less than 15 minutes left as expired. Against the simulator's
 sts_session_s of a few seconds those windows cover the whole session, so every request would assume the role again.
 Put this directory on PYTHONPATH (tests/integration/test_sts_sessions.py does, for its own runs only) and every Python
-started from there (ansible-playbook, the inventory plugin, each module) refreshes 1 s before expiry instead.
+started from there (ansible-playbook, the inventory plugin, each module) refreshes 2 s (at the latest 1.5 s) before
+expiry instead.
 Nothing in the collection reads these values; real runs keep botocore's defaults.
 """
 try:
@@ -12,6 +13,6 @@ try:
 except ImportError:  # pragma: no cover - interpreters without botocore
     pass
 else:
-    RefreshableCredentials._advisory_refresh_timeout = 1.0  # pylint: disable=protected-access
-    RefreshableCredentials._mandatory_refresh_timeout = 0.5  # pylint: disable=protected-access
-    CachedCredentialFetcher.DEFAULT_EXPIRY_WINDOW_SECONDS = 1.0
+    RefreshableCredentials._advisory_refresh_timeout = 2.0  # pylint: disable=protected-access
+    RefreshableCredentials._mandatory_refresh_timeout = 1.5  # pylint: disable=protected-access
+    CachedCredentialFetcher.DEFAULT_EXPIRY_WINDOW_SECONDS = 2.0

@@ -120,6 +120,7 @@ def run_patch(ssm, params, check_mode, clock=time.monotonic, sleep=time.sleep, s
 
 def unsent(iid, ping):
     return dict(instance_id=iid, command_id=None, status=None, status_details=None, outcome="undeliverable", output_excerpt="",
+                output_truncated=False, output_location=None,
                 error=f"not sent: SSM agent {'not registered' if ping == 'NotRegistered' else ping} (SendCommand would refuse it)")
 
 

@@ -5,7 +5,9 @@ output or report, report files not world-readable.
 simulator accounts per key, so parallel tests cannot blur it): the dynamic inventory, the site playbook over a fleet
 with faults that exercise every path (backup clean-up, rollback, a second account, the S3 report upload), the
 rollback and cleanup playbooks, a contended run lock and a command that outlives its timeout (CancelCommand).
-The fleet is seeded with another key, so seeding calls (RunInstances, CreateBucket) are not counted.
+The fleet is seeded with another key, so seeding calls (RunInstances, CreateBucket) are not counted. The surface runs
+with the policy enforced by the simulator (/_sim/config iam_policy), so "authorised" also counts the actions AWS checks
+inside a call (tag-on-create ec2:CreateTags, DeregisterImage's snapshot deletions).
 """
 
 import json
@@ -13,12 +15,14 @@ import os
 import stat
 import subprocess
 import sys
+import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 
+from awssim import iam
 from helpers import ROOT, run_module, run_playbook
 
 POLICY = ROOT / "docs" / "iam-policy.json"
@@ -73,6 +77,10 @@ def surface(sim_url, tmp_path_factory):
     ]})
     bucket = f"cms-reports-{marker}"
     seeder.client("s3").create_bucket(Bucket=bucket)
+    # The whole surface runs under the policy, enforced by the simulator (tests/integration/test_iam_enforced.py has the
+    # comparison with an unenforced run and the necessity of each statement).
+    policy = json.loads(POLICY.read_text().replace("REPORT-BUCKET", bucket))
+    sim.configure(iam_policy=policy)
     inventory = work / "fleet.aws_ec2.yml"
     inventory.write_text(yaml.safe_dump({
         "plugin": "cms.patching.ec2_fleet", "regions": ["us-east-1", "eu-west-1"], "filters": {"tag:cms-test": tag},
@@ -115,14 +123,22 @@ def surface(sim_url, tmp_path_factory):
     s3_objects = [seeder.client("s3").get_object(Bucket=bucket, Key=o["Key"])["Body"].read().decode()
                   for o in seeder.client("s3").list_objects_v2(Bucket=bucket).get("Contents", [])]
     assert s3_objects, "the reports were not uploaded"
-    return {"sim": sim, "secret": sim.secret, "token": token, "outputs": outputs, "reports": reports, "s3": s3_objects}
+    with urllib.request.urlopen(f"{sim_url}/_sim/authz?key={sim.key}", timeout=30) as resp:
+        authz = json.loads(resp.read())
+    # What AWS authorised: each call's checks, and the partial checks the policy allowed (the snapshots DeregisterImage
+    # deletes with DeleteAssociatedSnapshots are authorised as ec2:DeleteSnapshot without a DeleteSnapshot call).
+    authorised = {c["action"] for call in authz["calls"] for c in call["checks"] + call.get("partial", [])
+                  if c not in iam.refused_partial(policy, call)}
+    return {"sim": sim, "refused": [d["refused"] for d in authz["denied"]], "authorised": authorised, "secret": sim.secret,
+            "token": token, "outputs": outputs, "reports": reports, "s3": s3_objects}
 
 
 def test_every_called_action_is_allowed_and_every_allowed_action_is_called(surface):
+    assert surface["refused"] == [], "calls refused under docs/iam-policy.json"
     called = {IAM_ACTION.get(name, name) for name in surface["sim"].stats()["calls"]}
     allowed = policy_actions()
     assert called - allowed == set(), "called but not allowed by docs/iam-policy.json"
-    assert allowed - called == set(), "allowed by docs/iam-policy.json but never called"
+    assert allowed - called - surface["authorised"] == set(), "allowed by docs/iam-policy.json but never called nor authorised"
 
 
 def test_aws_side_statements_are_documented_and_scoped():

@@ -201,9 +201,16 @@ def test_create_tags_on_existing_resources_and_deletions_read_resource_tags():
     assert "ec2:CreateAction" not in call["checks"][0]["keys"]
     assert call["checks"][1]["keys"]["aws:RequestTag/cms-patching:verified"] == "true"
     dereg = iam.build_call("ec2", "DeregisterImage", {"ImageId": "ami-1", "DeleteAssociatedSnapshots": "true"}, "us-east-1", "1", stub)
-    assert [(c["action"], c["resource"]) for c in dereg["checks"]] == [
-        ("ec2:DeregisterImage", "arn:aws:ec2:us-east-1::image/ami-1"), ("ec2:DeleteSnapshot", "arn:aws:ec2:us-east-1::snapshot/snap-1"),
-        ("ec2:DeleteSnapshot", "arn:aws:ec2:us-east-1::snapshot/snap-2")]
+    assert [(c["action"], c["resource"]) for c in dereg["checks"]] == [("ec2:DeregisterImage", "arn:aws:ec2:us-east-1::image/ami-1")]
+    # Snapshots deleted with the image are checked one by one; a refused one is skipped ("missing-permissions"), the
+    # image is deregistered all the same (DeregisterImage DeleteSnapshotResults).
+    assert [(c["action"], c["resource"]) for c in dereg["partial"]] == [
+        ("ec2:DeleteSnapshot", "arn:aws:ec2:us-east-1::snapshot/snap-1"), ("ec2:DeleteSnapshot", "arn:aws:ec2:us-east-1::snapshot/snap-2")]
+    managed = policy(allow(["ec2:DeregisterImage", "ec2:DeleteSnapshot"], Condition={"StringEquals": {"aws:ResourceTag/cms-patching:managed": "true"}}))
+    assert iam.authorize_call(managed, dereg)[0] == iam.ALLOW
+    assert [c["resource"] for c in iam.refused_partial(managed, dereg)] == ["arn:aws:ec2:us-east-1::snapshot/snap-1",
+                                                                            "arn:aws:ec2:us-east-1::snapshot/snap-2"]
+    assert "partial" not in iam.build_call("ec2", "DeregisterImage", {"ImageId": "ami-1"}, "us-east-1", "1", stub)
     assert iam.build_call("ec2", "DescribeImages", {}, "us-east-1", "1", stub)["checks"][0]["resource"] == "*"
 
 

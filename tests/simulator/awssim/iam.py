@@ -14,13 +14,15 @@ ec2:CreateAction), and a statement whose condition fails counts there as an expl
 
 A call is a dict {"call": "ec2:CreateImage", "checks": [check, ...]}; a check is {"action", "resource", "keys"}. AWS
 authorises one action on each resource the call touches, each with its own condition keys, and the call succeeds only
-if every check is allowed (IAM user guide, "Policy evaluation logic": the request context). Tags given at creation add
-checks of ec2:CreateTags on the new resources with ec2:CreateAction (EC2 user guide, "Grant permission to tag resources
-during creation").
+if every check is allowed (IAM user guide, "Policy evaluation logic": the request context). Tags given at creation
+add checks of ec2:CreateTags on the new resources with ec2:CreateAction (EC2 user guide, "Grant permission to tag
+resources during creation"). A call may also carry "partial" checks: a refused one skips its resource instead of
+failing the call (DeregisterImage's DeleteAssociatedSnapshots reports such a snapshot "missing-permissions").
 """
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import re
@@ -103,6 +105,7 @@ def validate_policy(policy) -> dict:
     return policy
 
 
+@functools.lru_cache(maxsize=4096)
 def _glob(pattern: str, ignore_case: bool = False) -> re.Pattern:
     """IAM string wildcards: * any run of characters, ? any one character; the whole value must match."""
     regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
@@ -117,8 +120,11 @@ def action_matches(pattern: str, action: str) -> bool:
 def arn_matches(pattern: str, arn: str) -> bool:
     """IAM user guide, "IAM JSON policy elements: Resource": * and ? work within an ARN segment (the parts between
     colons); a * that is the last character of a segment can expand beyond the colon boundaries. Case-sensitive."""
-    if pattern == "*":
-        return True
+    return pattern == "*" or bool(_arn_regex(pattern).fullmatch(arn))
+
+
+@functools.lru_cache(maxsize=4096)
+def _arn_regex(pattern: str) -> re.Pattern:
     out = []
     for pos, c in enumerate(pattern):
         if c == "*":
@@ -128,7 +134,7 @@ def arn_matches(pattern: str, arn: str) -> bool:
             out.append("[^:]")
         else:
             out.append(re.escape(c))
-    return bool(re.fullmatch("".join(out), arn, re.S))
+    return re.compile("".join(out), re.S)
 
 
 def _lookup_key(keys: dict, name: str):
@@ -336,12 +342,6 @@ def ec2_checks(action: str, params: dict, region: str, account: str, resolver: R
             checks.append(check)
     elif action == "DeregisterImage":
         checks = [existing("image", params.get("ImageId", ""))]
-        if str(params.get("DeleteAssociatedSnapshots", "")).lower() == "true":
-            # Deleting the snapshots is a deletion of each of them: assumed to need ec2:DeleteSnapshot on each, the
-            # stricter reading (the Service Authorization Reference lists only the image for DeregisterImage).
-            for snap in resolver.image_snapshots(params.get("ImageId", "")):
-                checks.append(_check("ec2:DeleteSnapshot", ec2_arn(region, account, "snapshot", snap), base,
-                                     resource_tag_keys(resolver.tags("snapshot", snap), ("aws", "ec2"))))
     elif action == "DeleteSnapshot":
         checks = [existing("snapshot", params.get("SnapshotId", ""))]
     elif action == "DeleteVolume":
@@ -356,6 +356,18 @@ def ec2_checks(action: str, params: dict, region: str, account: str, resolver: R
             checks.append(_check("ec2:CreateTags", ec2_arn(region, account, rtype, "*"), base,
                                  dict(request_tag_keys(tags), **{"ec2:CreateAction": action})))
     return checks
+
+
+def ec2_partial_checks(action: str, params: dict, region: str, account: str, resolver: Resolver) -> list[dict]:
+    """Checks that skip a resource rather than fail the call. DeregisterImage with DeleteAssociatedSnapshots deletes
+    each snapshot as ec2:DeleteSnapshot would; one the caller may not delete is left with ReturnCode
+    "missing-permissions" (botocore model, DeregisterImage DeleteSnapshotResults)."""
+    if action != "DeregisterImage" or str(params.get("DeleteAssociatedSnapshots", "")).lower() != "true":
+        return []
+    base = {"aws:RequestedRegion": region, "ec2:Region": region}
+    return [_check("ec2:DeleteSnapshot", ec2_arn(region, account, "snapshot", snap), base,
+                   resource_tag_keys(resolver.tags("snapshot", snap), ("aws", "ec2")))
+            for snap in resolver.image_snapshots(params.get("ImageId", ""))]
 
 
 def _members_sub(params: dict, name: str, field: str, fill: bool = False) -> list[str]:
@@ -456,8 +468,10 @@ def s3_checks(operation: str, path: str, headers: dict, region: str) -> list[dic
 
 def build_call(service: str, action: str, params: dict, region: str, account: str, resolver: Resolver,
                path: str = "", headers: dict | None = None) -> dict:
+    partial = []
     if service == "ec2":
         checks = ec2_checks(action, params, region, account, resolver)
+        partial = ec2_partial_checks(action, params, region, account, resolver)
     elif service == "ssm":
         checks = ssm_checks(action, params, region, account, resolver)
     elif service == "sts":
@@ -466,7 +480,15 @@ def build_call(service: str, action: str, params: dict, region: str, account: st
         checks = s3_checks(action, path, headers or {}, region)
     else:
         checks = [_check(f"{service}:{action}", "*", {"aws:RequestedRegion": region})]
-    return {"call": f"{service}:{action}", "checks": checks}
+    call = {"call": f"{service}:{action}", "checks": checks}
+    if partial:
+        call["partial"] = partial
+    return call
+
+
+def refused_partial(policy: dict, call: dict) -> list[dict]:
+    """The partial checks of an allowed call that the policy refuses (their resources are skipped)."""
+    return [c for c in call.get("partial", ()) if evaluate(policy, c)[0] != ALLOW]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -476,6 +498,7 @@ def build_call(service: str, action: str, params: dict, region: str, account: st
 _LOCK = threading.Lock()
 _RECORDED: dict[str, dict[str, dict]] = {}  # root key -> {canonical JSON: call}, in first-seen order
 _DENIED: dict[str, list[dict]] = {}  # root key -> the refused calls (for a test's diagnostics)
+_REQUEST = threading.local()  # the resource ids the current request may not touch (refused partial checks)
 _REGION_RE = re.compile(r"Credential=[^/,\s]+/[^/]+/([^/]+)/")
 
 
@@ -574,6 +597,7 @@ def request_call(environ: dict, service: str, action: str, akid: str) -> tuple[d
 
 def check_request(environ: dict, service: str, action: str, akid: str | None, start_response):
     """The middleware's hook: None when the call may proceed, else the WSGI body of the service's denial."""
+    _REQUEST.skipped = frozenset()
     policy = policy_for(akid) if akid else None
     if policy is None:
         return None
@@ -581,6 +605,8 @@ def check_request(environ: dict, service: str, action: str, akid: str | None, st
     root = state.ACCOUNTING.root_key(akid)
     call, account = request_call(environ, service, action, akid)
     decision, refused = authorize_call(policy, call)
+    if decision == ALLOW and call.get("partial"):
+        _REQUEST.skipped = frozenset(c["resource"].rpartition("/")[2] for c in refused_partial(policy, call))
     with _LOCK:
         if decision == ALLOW:
             _RECORDED.setdefault(root, {}).setdefault(json.dumps(call, sort_keys=True), call)
@@ -589,6 +615,12 @@ def check_request(environ: dict, service: str, action: str, akid: str | None, st
     if decision == ALLOW:
         return None
     return denial(service, _principal(akid, account), refused, decision == DENY, start_response)
+
+
+def skipped_for_permissions(resource_id: str) -> bool:
+    """For a backend handler: whether the request being served may not touch this resource (refused partial check), as
+    DeregisterImage's "missing-permissions" snapshots."""
+    return resource_id in getattr(_REQUEST, "skipped", frozenset())
 
 
 def recorded(key: str | None) -> dict:

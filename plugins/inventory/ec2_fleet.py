@@ -54,7 +54,7 @@ notes:
   - Roles assumed for O(accounts) and O(assume_role_arn) renew their sessions before they expire (botocore's
     refreshable assume-role credentials), so a listing never fails on an expired session.
   - Every AWS call retries throttling (EC2 C(RequestLimitExceeded), SSM C(ThrottlingException)) and transient errors
-    with botocore's C(standard) retry mode, 10 attempts, like the collection's modules; O(aws_config) can change it.
+    with botocore's C(standard) retry mode, 10 attempts, like the collection's modules.
 options:
   plugin:
     description: The name of this plugin; it should always be set to V(cms.patching.ec2_fleet) for this plugin to recognise the file.

@@ -101,9 +101,10 @@ def test_no_instance_is_processed_twice_under_throttling(runs):
     assert patched == {i: 1 for i in backed_up}
 
 
-# Half of all EC2 and SSM requests refused: every client's retry policy (botocore standard mode, 10 attempts) must
-# carry the inventory and the modules through, SSM's ThrottlingException included.
-HEAVY = 0.5
+# 40 % of all EC2 and SSM requests refused: every client's retry policy (botocore standard mode, 10 attempts) must
+# carry the inventory and the modules through, SSM's ThrottlingException included. Not 0.5: ten refusals in a row
+# (0.5 ** 10, about 1 in 1,000 calls) would make the suite fail now and then; at 0.4 it is about 1 in 10,000.
+HEAVY = 0.4
 OTHER_ACCOUNT = "222222222222"
 
 
@@ -131,7 +132,7 @@ def test_the_inventory_lists_the_same_fleet_under_heavy_throttling(sim, tmp_path
     finally:
         sim.configure(throttle_rate=0.0)
     assert stormy == calm
-    assert stats["throttled"] > 0.3 * sum(stats["calls"].values()), stats  # about half of the requests were refused
+    assert stats["throttled"] > 0.25 * sum(stats["calls"].values()), stats  # about 40 % of the requests were refused
 
 
 def test_a_patch_module_run_is_right_under_heavy_throttling(sim):
@@ -151,7 +152,7 @@ def test_a_patch_module_run_is_right_under_heavy_throttling(sim):
     assert result["rc"] == 0, result.get("msg")
     expected = {i["instance_id"]: "failed" if i["name"].startswith("pfail") else "success" for i in instances}
     assert {r["instance_id"]: r["outcome"] for r in result["results"]} == expected
-    assert stats["throttled"] > 0.3 * sum(stats["calls"].values()), stats
+    assert stats["throttled"] > 0.25 * sum(stats["calls"].values()), stats
     # Each instance got the patch exactly once (two batches: 50 + 5), however many requests were refused.
     sent = {}
     for command in sim.client("ssm").get_paginator("list_commands").paginate().build_full_result()["Commands"]:

@@ -46,7 +46,7 @@ def test_every_checker_refuses_a_bad_run_id_with_the_same_line(value):
 
 
 def test_generated_ids_are_valid_distinct_and_used_by_the_play():
-    made = {run_id.generate() for _ in range(50)} | {run_id_filter("") for _ in range(50)} | {run_id_filter(None)}
+    made = {run_id.generate() for _n in range(50)} | {run_id_filter("") for _m in range(50)} | {run_id_filter(None)}
     assert len(made) == 101
     assert all(run_id.is_valid(m) and len(m) == 23 for m in made)
     assert run_id_filter("given-1") == "given-1"

@@ -202,3 +202,17 @@ def test_s3_denial_is_access_denied(sim):
     assert response["Error"]["Code"] == "AccessDenied"
     assert f"s3:PutObjectAcl on resource: arn:aws:s3:::{bucket}/b" in response["Error"]["Message"]
     assert denied(s3.get_object, Bucket=bucket, Key="a/report.json")["Error"]["Code"] == "AccessDenied"
+
+
+def test_deregister_with_snapshots_skips_a_snapshot_the_caller_may_not_delete(sim):
+    # EC2 API Reference, DeregisterImage: DeleteSnapshotResults ReturnCode "missing-permissions"; the image still goes.
+    iid = sim.ids()[0]
+    ec2 = sim.client("ec2")
+    image_id = available_image(sim, ec2, iid, [MANAGED])
+    snapshots = [m["Ebs"]["SnapshotId"] for m in ec2.describe_images(ImageIds=[image_id])["Images"][0]["BlockDeviceMappings"] if "Ebs" in m]
+    assert snapshots
+    sim.config(iam_policy=policy(READ, allow("ec2:DeregisterImage", "arn:aws:ec2:*::image/*")))
+    results = ec2.deregister_image(ImageId=image_id, DeleteAssociatedSnapshots=True)["DeleteSnapshotResults"]
+    assert {r["SnapshotId"]: r["ReturnCode"] for r in results} == {s: "missing-permissions" for s in snapshots}
+    assert not [i for i in ec2.describe_images(ImageIds=[image_id])["Images"] if i["State"] != "deregistered"]
+    assert {s["SnapshotId"] for s in ec2.describe_snapshots(SnapshotIds=snapshots)["Snapshots"]} == set(snapshots)

@@ -13,7 +13,7 @@ from moto.ec2.models.elastic_block_store import EBSBackend, Snapshot
 from moto.ec2.responses import EC2Response
 from moto.ec2.utils import random_ami_id
 
-from . import state
+from . import iam, state
 from .ec2 import _decode_token, _encode_token, tags_of
 
 _orig_bdm = Ami.block_device_mappings
@@ -248,9 +248,13 @@ def deregister_image(self):
             continue
         if delete_snapshots:
             shared = any(snapshot_id in _snapshot_ids(other) for other in backend.amis.values())
-            if not shared:
+            # DeleteSnapshotResults ReturnCode "missing-permissions": the caller may deregister the image but not delete
+            # this snapshot (ec2:DeleteSnapshot); the image goes, the snapshot stays (EC2 API Reference, DeregisterImage).
+            denied = iam.skipped_for_permissions(snapshot_id)
+            if not shared and not denied:
                 backend.snapshots.pop(snapshot_id, None)
-            results.append({"SnapshotId": snapshot_id, "ReturnCode": "skipped" if shared else "success"})
+            results.append({"SnapshotId": snapshot_id,
+                            "ReturnCode": "skipped" if shared else "missing-permissions" if denied else "success"})
         else:
             snap.__dict__["_sim_in_use"] = (ami_id, settled_at)
     out = {"Return": True}

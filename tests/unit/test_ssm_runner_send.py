@@ -37,7 +37,7 @@ class FakeSendSsm:
         self.calls = []
 
     def count(self, op):
-        return sum(1 for name, _ in self.calls if name == op)
+        return sum(1 for name, _kwargs in self.calls if name == op)
 
     def send_command(self, **kw):
         assert "aws_retry" not in kw  # the send client does not retry on its own: the runner decides
@@ -95,7 +95,7 @@ def test_an_accepted_send_whose_answer_was_lost_is_adopted_not_sent_again():
 
 def test_a_send_that_never_reached_aws_is_sent_again_once():
     ssm = FakeSendSsm(["lost", "ok"])
-    runner, results, _ = send(ssm)
+    runner, results, _unused2 = send(ssm)
     assert ssm.count("send_command") == 2 and ssm.count("list_commands") == 1 and len(ssm.accepted) == 1
     assert runner.sent[0].command_id == ssm.accepted[0]["CommandId"]
     assert all(r.command_id == ssm.accepted[0]["CommandId"] for r in results.values())
@@ -106,23 +106,23 @@ def test_only_this_sends_token_is_adopted():
     other = {"CommandId": "other", "Comment": "cms-patching run-1 patch 0badcafe", "DocumentName": "AWS-RunPatchBaseline",
              "InstanceIds": [iid(1), iid(2)], "RequestedDateTime": NOW}
     ssm = FakeSendSsm(["lost", "ok"], others=[other])
-    runner, _, _ = send(ssm)
+    runner, _unused1, _unused2 = send(ssm)
     assert runner.sent[0].command_id not in (None, "other") and ssm.count("send_command") == 2
 
 
 def test_a_drop_after_a_throttle_is_still_looked_up_before_any_resend():
     ssm = FakeSendSsm(["drop", "throttle"])
-    runner, _, _ = send(ssm)
+    runner, _unused1, _unused2 = send(ssm)
     # drop (accepted) -> lookup finds it at once: the throttle step is never reached
     assert ssm.count("send_command") == 1 and runner.sent[0].command_id == ssm.accepted[0]["CommandId"]
     ssm = FakeSendSsm(["lost", "throttle", "ok"])
-    runner, _, _ = send(ssm)
+    runner, _unused1, _unused2 = send(ssm)
     assert ssm.count("send_command") == 3 and ssm.count("list_commands") == 2 and len(ssm.accepted) == 1
 
 
 def test_throttling_is_retried_with_backoff_and_no_lookup():
     ssm = FakeSendSsm(["throttle", "throttle", "ok"])
-    runner, _, sleeps = send(ssm)
+    runner, _unused1, sleeps = send(ssm)
     assert ssm.count("send_command") == 3 and ssm.count("list_commands") == 0 and runner.sent[0].command_id
     assert len(sleeps) == 2 and 0.5 <= sleeps[0] <= 1.0 and 1.0 <= sleeps[1] <= 2.0
 
@@ -137,7 +137,7 @@ def test_a_refusal_is_final():
 
 def test_a_lost_answer_that_cannot_be_looked_up_is_not_resent_and_is_state_unknown():
     ssm = FakeSendSsm(["drop"], list_fails=True)
-    _, results, _ = send(ssm)
+    _unused0, results, _unused2 = send(ssm)
     assert ssm.count("send_command") == 1
     assert {r.outcome for r in results.values()} == {"state_unknown"}
     assert "ConnectionClosedError" in results[iid(1)].error or "Connection was closed" in results[iid(1)].error
@@ -146,7 +146,7 @@ def test_a_lost_answer_that_cannot_be_looked_up_is_not_resent_and_is_state_unkno
 
 def test_sends_are_bounded_when_aws_never_gets_them():
     ssm = FakeSendSsm(["lost"] * 50)
-    _, results, sleeps = send(ssm)
+    _unused0, results, sleeps = send(ssm)
     assert ssm.count("send_command") == SEND_ATTEMPTS and ssm.count("list_commands") == SEND_ATTEMPTS  # last one after the last try
     assert len(sleeps) == SEND_ATTEMPTS and max(sleeps) <= 20
     assert {r.outcome for r in results.values()} == {"undeliverable"}
@@ -194,8 +194,8 @@ def test_plugin_excerpt_marks_an_output_the_agent_cut():
 def test_output_location_names_s3_prefix_and_log_group():
     req = CommandRequest(document="AWS-RunShellScript", instance_ids=[iid(1)], step="health", output_s3_bucket_name="logs",
                          output_s3_key_prefix="night/", cloudwatch_enabled=True)
-    assert output_location(req, "c-1", iid(1)) == (f"s3://logs/night/c-1/{iid(1)}/; "
-                                                  f"CloudWatch Logs group aws/ssm/AWS-RunShellScript, streams c-1/{iid(1)}/")
+    assert output_location(req, "c-1", iid(1)) == (
+        f"s3://logs/night/c-1/{iid(1)}/; CloudWatch Logs group aws/ssm/AWS-RunShellScript, streams c-1/{iid(1)}/")
     assert output_location(CommandRequest(document="d", instance_ids=[], step="s"), "c-1", iid(1)) is None
 
 

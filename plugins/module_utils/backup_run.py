@@ -19,11 +19,14 @@ from ansible_collections.cms.patching.plugins.module_utils.backup_retention impo
 from ansible_collections.cms.patching.plugins.module_utils.backup_verify import FAILED, FAILED_IMAGE_STATES, VERIFIED, Job, covers_devices, run_jobs
 from ansible_collections.cms.patching.plugins.module_utils.batching import EC2_ID_BATCH, chunked, paginate
 from ansible_collections.cms.patching.plugins.module_utils.errors import (
-    PatchingError, aws_error_message, error_code, is_aws_error, validate_instance_ids,
+    AwsCallError, AwsErrorHandler, PatchingError, no_success_message, validate_instance_ids,
 )
 from ansible_collections.cms.patching.plugins.module_utils.models import Backup, summarize
 
 RESERVED_TAG_PREFIXES = (T.PREFIX, "aws:")
+# Every status but failed is a success for fail_on_no_success: a backup made, reused or (check mode) planned, and with
+# create=false the answer existing or missing.
+SUCCEEDED = ("created", "reused", "would_create", "existing", "missing")
 
 
 def validate_params(params):
@@ -75,21 +78,29 @@ def creation_tags(instance_id, run_id, created_at, extra):
     return [{"ResourceType": "image", "Tags": as_list}, {"ResourceType": "snapshot", "Tags": as_list}]
 
 
+def no_success(result):
+    """The one line that fails an ami_backup_verify call in which every backup failed, or None."""
+    return no_success_message(result["backups"], "status", SUCCEEDED)
+
+
+@AwsErrorHandler.common_error_handler("ec2:CreateImage")
+def create_image(ec2, job, params, run_id, created_at):
+    return ec2.create_image(
+        InstanceId=job.instance_id, Name=job.name, Description=job.description, NoReboot=params["no_reboot"],
+        TagSpecifications=creation_tags(job.instance_id, run_id, created_at, params.get("tags")), aws_retry=True,
+    )["ImageId"]
+
+
 def start_creation(ec2, job, params, run_id, created_at):
-    """CreateImage for one instance; a refusal fails only this instance."""
+    """CreateImage for one instance; a refusal fails only this instance (its AWS error code kept in job.error_code)."""
     try:
-        job.image_id = ec2.create_image(
-            InstanceId=job.instance_id, Name=job.name, Description=job.description, NoReboot=params["no_reboot"],
-            TagSpecifications=creation_tags(job.instance_id, run_id, created_at, params.get("tags")), aws_retry=True,
-        )["ImageId"]
-    except Exception as e:  # pylint: disable=broad-except
-        if not is_aws_error(e):
-            raise
-        mine = _own_image_named(ec2, job) if error_code(e) == "InvalidAMIName.Duplicate" else None
+        job.image_id = create_image(ec2, job, params, run_id, created_at)
+    except AwsCallError as e:
+        mine = _own_image_named(ec2, job) if e.code == "InvalidAMIName.Duplicate" else None
         if mine:  # a retried CreateImage whose first attempt did succeed: that image is this backup
             job.image_id, job.record = mine["image_id"], mine
             return
-        job.outcome, job.error = FAILED, aws_error_message(e, "ec2:CreateImage", job.instance_id)
+        job.outcome, job.error, job.error_code = FAILED, e.line(job.instance_id), e.code
 
 
 def _own_image_named(ec2, job):
@@ -105,16 +116,20 @@ def tag_verified(ec2, jobs):
     resources = [(j, r) for j in jobs for r in [j.image_id] + j.record["snapshot_ids"]]
     for chunk in chunked(resources, EC2_ID_BATCH):
         try:
-            ec2.create_tags(Resources=[r for _j, r in chunk], Tags=[{"Key": T.VERIFIED, "Value": "true"}], aws_retry=True)
-        except Exception as e:  # pylint: disable=broad-except
-            if not is_aws_error(e):
-                raise
+            tag_resources(ec2, [r for _j, r in chunk])
+        except AwsCallError as e:
             for job, _r in chunk:
-                job.outcome, job.error = FAILED, aws_error_message(e, "ec2:CreateTags", job.image_id) + " (the image was left for a re-run)"
+                job.outcome, job.error = FAILED, e.line(job.image_id) + " (the image was left for a re-run)"
+                job.error_code = e.code
                 job.timed_out = True  # verified but untagged: keep it, a re-run adopts and tags it
         else:
             for job, _r in chunk:
                 job.record["verified"] = job.outcome == VERIFIED
+
+
+@AwsErrorHandler.common_error_handler("ec2:CreateTags")
+def tag_resources(ec2, resource_ids):
+    ec2.create_tags(Resources=resource_ids, Tags=[{"Key": T.VERIFIED, "Value": "true"}], aws_retry=True)
 
 
 def run_backup(ec2, params, check_mode=False, sleep=None):
@@ -183,7 +198,7 @@ def _entry(instance_id, record, status, error=None):
         backup.image_id, backup.name, backup.state = record["image_id"], record["name"], record["state"]
         backup.snapshot_ids, backup.verified, backup.created_at = list(record["snapshot_ids"]), record["verified"], record["created_at"]
     result = backup.to_dict()
-    result.update(run_id=record["run_id"] if record else None, adopted=False)
+    result.update(run_id=record["run_id"] if record else None, adopted=False, error_code=None)
     return result
 
 
@@ -194,7 +209,7 @@ def _job_entry(job, run_id, check_mode):
         entry.update(adopted=job.adopted, run_id=job.record["run_id"] if job.record else run_id)
         return entry
     entry = _entry(job.instance_id, job.record, "failed" if job.outcome == FAILED else "created", job.error)
-    entry.update(image_id=job.image_id, name=job.record["name"] if job.record else job.name, adopted=job.adopted,
+    entry.update(error_code=getattr(job, "error_code", None), image_id=job.image_id, name=job.record["name"] if job.record else job.name, adopted=job.adopted,
                  verified=job.outcome == VERIFIED and bool(job.record and job.record["verified"]),
                  run_id=job.record["run_id"] if job.record and job.record["run_id"] else run_id)
     entry["state"] = entry["state"] or ("pending" if job.image_id else None)

@@ -12,9 +12,10 @@ import re
 import time
 
 from ansible_collections.cms.patching.plugins.module_utils.errors import (
-    PatchingError, aws_error_message, is_aws_error, validate_instance_ids,
+    AwsErrorHandler, PatchingError, no_success_message, validate_instance_ids,
 )
 from ansible_collections.cms.patching.plugins.module_utils.models import RunConfig, summarize
+from ansible_collections.cms.patching.plugins.module_utils.root_restore import unknown_instances
 from ansible_collections.cms.patching.plugins.module_utils.ssm_agents import describe_agents
 from ansible_collections.cms.patching.plugins.module_utils.ssm_options import (
     request_options, resolve_run_id, validate_runner_options, validate_step,
@@ -28,6 +29,8 @@ READ_ONLY_STEPS = ("precheck", "health")
 # Quoted into shell and PowerShell single quotes: no quotes, no shell metacharacters.
 SERVICE_RE = re.compile(r"^[A-Za-z0-9@._:+ -]{1,256}$")
 SERVICE_WAIT_S = 30
+# What counts as success for fail_on_no_success (check mode's would_run and wait=false's sent included).
+SUCCEEDED = ("success", "would_run", "sent")
 
 
 def targets_from_params(params):
@@ -120,17 +123,33 @@ def command_parameters(document, script, params):
     return {"commands": list(script), "executionTimeout": [str(int(params["execution_timeout"]))]}
 
 
-def run_commands(ssm, params, check_mode, clock=time.monotonic, sleep=time.sleep, send_client=None):
-    """The module's whole job. send_client: a client for SendCommand with no botocore retries (the runner retries it)."""
+@AwsErrorHandler.common_error_handler("ssm:DescribeInstanceInformation")
+def read_agents(ssm, ids):
+    return describe_agents(ssm, ids)
+
+
+@AwsErrorHandler.common_error_handler("ec2:DescribeInstances")
+def read_unknown(ec2, ids):
+    return unknown_instances(ec2, ids)
+
+
+def no_success(result):
+    """The one line that fails an ssm_command_run call in which no instance succeeded, or None."""
+    return no_success_message(result["results"], "outcome", SUCCEEDED)
+
+
+def run_commands(ssm, params, check_mode, clock=time.monotonic, sleep=time.sleep, send_client=None, ec2=None):
+    """The module's whole job. send_client: a client for SendCommand with no botocore retries (the runner retries it).
+
+    ec2: a client of the same account and region, to report the ids EC2 does not know as not_found (only the ids SSM
+    does not know are looked up); without it they are undeliverable.
+    """
     targets = validate(params)
     config = RunConfig(resolve_run_id(params.get("run_id")), params["poll_interval"], params["wait"], check_mode)
-    try:
-        agents = describe_agents(ssm, [t["instance_id"] for t in targets])
-    except Exception as e:  # pylint: disable=broad-except
-        if not is_aws_error(e):
-            raise
-        raise PatchingError(aws_error_message(e, "ssm:DescribeInstanceInformation")) from None
+    agents = read_agents(ssm, [t["instance_id"] for t in targets])
     problems = resolve_platforms(targets, agents)
+    unregistered = [t["instance_id"] for t in targets if t["instance_id"] not in agents]
+    missing = read_unknown(ec2, unregistered) if ec2 is not None and unregistered else {}
     sendable = [t for t in targets if t["instance_id"] not in problems]
     runner = SsmRunner(ssm, config, clock=clock, sleep=sleep, send_client=send_client)
     outcomes = runner.run(group_requests(sendable, params["step"], params)) if sendable else {}
@@ -138,8 +157,9 @@ def run_commands(ssm, params, check_mode, clock=time.monotonic, sleep=time.sleep
     for t in targets:
         iid = t["instance_id"]
         if iid in problems:
-            res = dict(instance_id=iid, command_id=None, status=None, status_details=None, outcome="undeliverable",
-                       output_excerpt="", error=problems[iid], output_truncated=False, output_location=None)
+            res = dict(instance_id=iid, command_id=None, status=None, status_details=None,
+                       outcome="not_found" if iid in missing else "undeliverable",
+                       output_excerpt="", error=missing.get(iid) or problems[iid], output_truncated=False, output_location=None)
         else:
             res = outcomes[iid].to_dict()
         res.update(platform=t["platform"], document=DOCUMENTS.get(t["platform"]) if iid not in problems else None, step=params["step"])

@@ -10,10 +10,11 @@ import time
 import uuid
 
 from ansible_collections.cms.patching.plugins.module_utils.errors import (
-    PatchingError, aws_error_message, is_aws_error, require_positive, validate_instance_ids,
+    AwsCallError, AwsErrorHandler, PatchingError, no_success_message, require_positive, validate_instance_ids,
 )
 from ansible_collections.cms.patching.plugins.module_utils.models import RunConfig, summarize
 from ansible_collections.cms.patching.plugins.module_utils.scan import ssm_patch_states as read_compliance
+from ansible_collections.cms.patching.plugins.module_utils.root_restore import unknown_instances
 from ansible_collections.cms.patching.plugins.module_utils.ssm_agents import AgentWatch, ping_statuses
 from ansible_collections.cms.patching.plugins.module_utils.ssm_options import (
     request_options, resolve_run_id, validate_runner_options,
@@ -27,6 +28,8 @@ DOC_NAME_RE = re.compile(r"^[a-zA-Z0-9_.:/-]{3,128}$")
 STEP = "patch"
 # SendCommand refuses unregistered or terminated instances for the whole batch (InvalidInstanceId): never send to them.
 UNSENDABLE = ("NotRegistered", "Inactive")
+# What counts as success for fail_on_no_success: patched (or scanned), check mode's would_run, and sent with wait=false.
+SUCCEEDED = ("success", "pending_reboot", "would_run", "sent")
 # AWS-RunPatchBaseline(WithHooks) parameter SnapshotId, allowedPattern of the document: the canonical 36-character GUID.
 # Other spellings uuid.UUID would accept (braces, urn:uuid:, no dashes) are refused, not rewritten: the id is the user's,
 # and it must be the same in every wave and in the compliance data that reports it.
@@ -82,19 +85,30 @@ def document_parameters(params, snapshot_id):
     return parameters
 
 
-def run_patch(ssm, params, check_mode, clock=time.monotonic, sleep=time.sleep, send_client=None):
-    """The module's whole job; returns the module result (without `failed`). send_client: SendCommand without retries."""
+@AwsErrorHandler.common_error_handler("reading SSM and EC2 state before patching")
+def read_before(ssm, ec2, ids):
+    """(ping statuses, compliance, {id: why not found}): reads before sending, whose failure fails the module unchanged.
+
+    Only the ids SSM does not know are looked up in EC2 (none in a normal run), so that an instance EC2 does not know is
+    reported not_found instead of as an SSM registration problem.
+    """
+    pings = ping_statuses(ssm, ids)
+    before = read_compliance(ssm, ids)
+    unregistered = [i for i in ids if pings[i] == "NotRegistered"]
+    return pings, before, unknown_instances(ec2, unregistered) if ec2 is not None and unregistered else {}
+
+
+def run_patch(ssm, params, check_mode, clock=time.monotonic, sleep=time.sleep, send_client=None, ec2=None):
+    """The module's whole job; returns the module result (without `failed`). send_client: SendCommand without retries.
+
+    ec2: a client of the same account and region, to tell instances EC2 does not know (not_found) from ones SSM does not
+    know (undeliverable); without it both are undeliverable.
+    """
     validate(params)
     config = RunConfig(resolve_run_id(params.get("run_id")), params["poll_interval"], params["wait"], check_mode)
     snapshot_id = params.get("snapshot_id") or str(uuid.uuid4())
     ids = list(params["instance_ids"])
-    try:  # reads before sending: a failure here fails the module having changed nothing
-        pings = ping_statuses(ssm, ids)
-        before = read_compliance(ssm, ids)
-    except Exception as e:  # pylint: disable=broad-except
-        if not is_aws_error(e):
-            raise
-        raise PatchingError(aws_error_message(e, "reading SSM state before patching")) from None
+    pings, before, missing = read_before(ssm, ec2, ids)
     sendable = [i for i in ids if pings[i] not in UNSENDABLE]
     request = CommandRequest(document=params["document"], instance_ids=sendable, step=STEP,
                              parameters=document_parameters(params, snapshot_id), **request_options(params))
@@ -102,7 +116,7 @@ def run_patch(ssm, params, check_mode, clock=time.monotonic, sleep=time.sleep, s
     outcomes = runner.run([request], watch=agent_watch(ssm, params, clock)) if sendable else {}
     results = []
     for iid in ids:
-        res = outcomes[iid].to_dict() if iid in outcomes else unsent(iid, pings[iid])
+        res = outcomes[iid].to_dict() if iid in outcomes else unsent(iid, pings[iid], missing.get(iid))
         res.update(ping_status_before=pings[iid], compliance_before=before.get(iid), compliance_after=None)
         results.append(res)
     if config.wait and not check_mode and sendable:
@@ -118,10 +132,16 @@ def run_patch(ssm, params, check_mode, clock=time.monotonic, sleep=time.sleep, s
     )
 
 
-def unsent(iid, ping):
-    return dict(instance_id=iid, command_id=None, status=None, status_details=None, outcome="undeliverable", output_excerpt="",
-                output_truncated=False, output_location=None,
-                error=f"not sent: SSM agent {'not registered' if ping == 'NotRegistered' else ping} (SendCommand would refuse it)")
+def unsent(iid, ping, not_found=None):
+    """The result of an instance nothing was sent to: not_found (EC2 does not know it) or undeliverable (SSM does not)."""
+    return dict(instance_id=iid, command_id=None, status=None, status_details=None, outcome="not_found" if not_found else "undeliverable",
+                output_excerpt="", output_truncated=False, output_location=None,
+                error=not_found or f"not sent: SSM agent {'not registered' if ping == 'NotRegistered' else ping} (SendCommand would refuse it)")
+
+
+def no_success(result):
+    """The one line that fails an ssm_patch_run call in which no instance succeeded, or None."""
+    return no_success_message(result["results"], "outcome", SUCCEEDED)
 
 
 def agent_watch(ssm, params, clock):
@@ -157,17 +177,20 @@ def settle_compliance(ssm, ids, must_be_fresh, before, snapshot_id, deadline, po
     todo = list(ids)
     while todo:
         try:
-            after.update(read_compliance(ssm, todo))
+            after.update(read_patch_states(ssm, todo))
             error = None
-        except Exception as e:  # pylint: disable=broad-except
-            if not is_aws_error(e):
-                raise
-            error = aws_error_message(e, "ssm:DescribeInstancePatchStates")
+        except AwsCallError as e:
+            error = str(e)
         todo = [i for i in must_be_fresh if not is_fresh(before.get(i), after.get(i), snapshot_id)]
         if not todo or clock() >= deadline:
             break
         sleep(min(poll_interval, max(deadline - clock(), 0)))
     return after, error
+
+
+@AwsErrorHandler.common_error_handler("ssm:DescribeInstancePatchStates")
+def read_patch_states(ssm, ids):
+    return read_compliance(ssm, ids)
 
 
 def is_fresh(before, after, snapshot_id):

@@ -16,12 +16,15 @@ import uuid
 from ansible_collections.cms.patching.plugins.module_utils import tags as T
 from ansible_collections.cms.patching.plugins.module_utils.batching import EC2_ID_BATCH, SSM_BATCH, chunked, paginate
 from ansible_collections.cms.patching.plugins.module_utils.errors import (
-    IMAGE_ID_RE, PatchingError, aws_error_message, is_aws_error, require_positive, validate_instance_ids,
+    IMAGE_ID_RE, AwsCallError, AwsErrorHandler, PatchingError, no_success_message, require_positive, validate_instance_ids,
 )
 from ansible_collections.cms.patching.plugins.module_utils.models import summarize
 from ansible_collections.cms.patching.plugins.module_utils.ssm_agents import ONLINE, wait_online
 
 TASK_DONE = ("succeeded", "failed", "failed-detached")
+GONE_INSTANCE_STATES = ("shutting-down", "terminated")
+# ec2_root_restore's results: what counts as success for fail_on_no_success (check mode's would_restore included).
+SUCCEEDED = ("succeeded", "started", "would_restore")
 
 
 def validate(params):
@@ -45,6 +48,29 @@ def read_instances(ec2, instance_ids):
             for inst in reservation.get("Instances", []):
                 found[inst["InstanceId"]] = inst.get("State", {}).get("Name")
     return found
+
+
+def unknown_instances(ec2, instance_ids):
+    """{instance id: error} for the ids EC2 does not know in this account and region, or knows as terminated.
+
+    Read with the instance-id filter (read_instances): with InstanceIds, one unknown id fails the whole call
+    (InvalidInstanceID.NotFound) without saying which; with the filter, unknown ids are simply absent.
+    """
+    states = read_instances(ec2, instance_ids) if instance_ids else {}
+    region = getattr(getattr(ec2, "meta", None), "region_name", None)
+    where = f" in {region}" if region else ""
+    unknown = {}
+    for iid in instance_ids:
+        if iid not in states:
+            unknown[iid] = f"instance {iid} not found: EC2{where} does not know it (wrong region or account, or a typo)"
+        elif states[iid] in GONE_INSTANCE_STATES:
+            unknown[iid] = f"instance {iid} not found: it is {states[iid]}"
+    return unknown
+
+
+def no_success(result):
+    """The one line that fails an ec2_root_restore call in which no instance was restored, or None."""
+    return no_success_message(result["results"], "status", SUCCEEDED)
 
 
 def read_images(ec2, image_ids):
@@ -73,20 +99,33 @@ def preflight_error(iid, image_id, instances, images):
     return None
 
 
+@AwsErrorHandler.common_error_handler("ec2:CreateReplaceRootVolumeTask")
+def create_task(ec2, iid, image_id, delete_replaced, run_id):
+    """The task id; AwsCallError when AWS refuses it."""
+    task_tags = [{"Key": T.MANAGED, "Value": "true"}] + ([{"Key": T.RUN_ID, "Value": run_id}] if run_id else [])
+    return ec2.create_replace_root_volume_task(
+        aws_retry=True, InstanceId=iid, ImageId=image_id, DeleteReplacedRootVolume=delete_replaced,
+        ClientToken=str(uuid.uuid4()),  # one per call: a retried request cannot start a second task
+        TagSpecifications=[{"ResourceType": "replace-root-volume-task", "Tags": task_tags}],
+    )["ReplaceRootVolumeTask"]["ReplaceRootVolumeTaskId"]
+
+
 def start_task(ec2, iid, image_id, delete_replaced, run_id):
     """(task id, None) or (None, error)."""
-    task_tags = [{"Key": T.MANAGED, "Value": "true"}] + ([{"Key": T.RUN_ID, "Value": run_id}] if run_id else [])
     try:
-        task = ec2.create_replace_root_volume_task(
-            aws_retry=True, InstanceId=iid, ImageId=image_id, DeleteReplacedRootVolume=delete_replaced,
-            ClientToken=str(uuid.uuid4()),  # one per call: a retried request cannot start a second task
-            TagSpecifications=[{"ResourceType": "replace-root-volume-task", "Tags": task_tags}],
-        )["ReplaceRootVolumeTask"]
-    except Exception as e:  # pylint: disable=broad-except
-        if not is_aws_error(e):
-            raise
-        return None, aws_error_message(e, "ec2:CreateReplaceRootVolumeTask", iid)
-    return task["ReplaceRootVolumeTaskId"], None
+        return create_task(ec2, iid, image_id, delete_replaced, run_id), None
+    except AwsCallError as e:
+        return None, e.line(iid)
+
+
+@AwsErrorHandler.common_error_handler("ec2:DescribeReplaceRootVolumeTasks")
+def describe_tasks(ec2, task_ids):
+    """{task id: TaskState}: one call per 50 ids."""
+    states = {}
+    for ids in chunked(task_ids, SSM_BATCH):
+        for task in paginate(ec2, "describe_replace_root_volume_tasks", "ReplaceRootVolumeTasks", ReplaceRootVolumeTaskIds=ids):
+            states[task["ReplaceRootVolumeTaskId"]] = task.get("TaskState")
+    return states
 
 
 def wait_tasks(ec2, task_ids, timeout, poll_interval, clock=time.monotonic, sleep=time.sleep):
@@ -99,38 +138,37 @@ def wait_tasks(ec2, task_ids, timeout, poll_interval, clock=time.monotonic, slee
         if not open_ids:
             break
         try:
-            for ids in chunked(open_ids, SSM_BATCH):
-                for task in paginate(ec2, "describe_replace_root_volume_tasks", "ReplaceRootVolumeTasks", ReplaceRootVolumeTaskIds=ids):
-                    states[task["ReplaceRootVolumeTaskId"]] = task.get("TaskState")
-        except Exception as e:  # pylint: disable=broad-except
-            if not is_aws_error(e):
-                raise
-            error = aws_error_message(e, "ec2:DescribeReplaceRootVolumeTasks")
+            states.update(describe_tasks(ec2, open_ids))
+        except AwsCallError as e:
+            error = str(e)
         if all(s in TASK_DONE for s in states.values()) or clock() >= deadline:
             break
         sleep(min(poll_interval, max(deadline - clock(), 0)))
     return states, error
 
 
+@AwsErrorHandler.common_error_handler("reading instances and images before the restore")
+def read_before_restore(ec2, pairs):
+    """({instance id: state}, {image id: {state, tags}}); AwsCallError, which fails the module, before any change."""
+    return read_instances(ec2, [p[0] for p in pairs]), read_images(ec2, [p[1] for p in pairs])
+
+
 def run_restore(ec2, ssm, params, check_mode, clock=time.monotonic, sleep=time.sleep):
     pairs = validate(params)
-    try:
-        instances = read_instances(ec2, [p[0] for p in pairs])
-        images = read_images(ec2, [p[1] for p in pairs])
-    except Exception as e:  # pylint: disable=broad-except
-        if not is_aws_error(e):
-            raise
-        raise PatchingError(aws_error_message(e, "reading instances and images before the restore")) from None
+    instances, images = read_before_restore(ec2, pairs)
     results = []
     for iid, image_id in pairs:
         res = dict(instance_id=iid, image_id=image_id, task_id=None, task_state=None, agent_online=None, status=None,
-                   error=preflight_error(iid, image_id, instances, images))
+                   error=preflight_error(iid, image_id, instances, images), error_code=None)
         if res["error"]:
             res["status"] = "failed"
         elif check_mode:
             res["status"] = "would_restore"
         else:
-            res["task_id"], res["error"] = start_task(ec2, iid, image_id, params["delete_replaced_root_volume"], params.get("run_id"))
+            try:
+                res["task_id"] = create_task(ec2, iid, image_id, params["delete_replaced_root_volume"], params.get("run_id"))
+            except AwsCallError as e:
+                res["error"], res["error_code"] = e.line(iid), e.code
             res["status"] = "started" if res["task_id"] else "failed"
         results.append(res)
     started = [r for r in results if r["task_id"]]

@@ -22,9 +22,10 @@ PATCH_FAILURES = {
     # Its status could not be read (AWS errors until the end): it may have run or not. No rollback on a guess; the
     # backup stays (the run deletes none) for a rollback.yml after a look at the instance.
     "state_unknown": ("state_unknown", False),
+    "not_found": ("not_found", False),  # EC2 does not know the instance (or it is terminated): nothing sent, nothing to restore
 }
 PATCH_OK = ("success", "pending_reboot")
-NOT_DELIVERED = ("undeliverable", "delivery_timed_out")
+NOT_DELIVERED = ("undeliverable", "delivery_timed_out", "not_found")
 DRY_RUN = ("would_run", "would_restore")
 
 

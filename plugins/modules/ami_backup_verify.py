@@ -139,6 +139,7 @@ extends_documentation_fragment:
   - amazon.aws.region.modules
   - amazon.aws.boto3
   - cms.patching.assume_role
+  - cms.patching.results
 """
 
 EXAMPLES = r"""
@@ -203,11 +204,16 @@ backups:
       description:
         - V(created) (created or adopted by this run), V(reused), V(failed) or V(would_create) (check mode).
         - With O(create=false), V(existing) or V(missing).
+        - All but V(failed) count as success for O(fail_on_no_success) (V(missing) answers the question O(create=false) asks).
       type: str
       sample: created
     error:
       description: Why the backup failed, in one line; null otherwise.
       type: str
+    error_code:
+      description: The AWS error code when AWS refused C(CreateImage) or C(CreateTags) for it (null otherwise).
+      type: str
+      sample: UnauthorizedOperation
     created_at:
       description: When the backup was started (ISO 8601, UTC).
       type: str
@@ -262,8 +268,8 @@ from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleA
 
 from ansible_collections.cms.patching.plugins.module_utils.aws import ASSUME_ROLE_ARGS, AwsSession
 from ansible_collections.cms.patching.plugins.module_utils.backup_naming import DEFAULT_DESCRIPTION, DEFAULT_NAME
-from ansible_collections.cms.patching.plugins.module_utils.backup_run import run_backup, validate_params
-from ansible_collections.cms.patching.plugins.module_utils.errors import exit_with
+from ansible_collections.cms.patching.plugins.module_utils.backup_run import no_success, run_backup, validate_params
+from ansible_collections.cms.patching.plugins.module_utils.errors import RESULT_ARGS, exit_with
 
 
 def backup(module):
@@ -289,8 +295,9 @@ def main():
         retention_days=dict(type="int"),
     )
     argument_spec.update(ASSUME_ROLE_ARGS)
+    argument_spec.update(RESULT_ARGS)
     module = AnsibleAWSModule(argument_spec=argument_spec, supports_check_mode=True)
-    exit_with(module, "ami_backup_verify", backup)
+    exit_with(module, "ami_backup_verify", backup, judge=no_success)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ extends_documentation_fragment:
   - amazon.aws.region.modules
   - amazon.aws.boto3
   - cms.patching.assume_role
+  - cms.patching.results
 author:
   - cms.patching contributors (@cms-patching)
 """
@@ -86,20 +87,26 @@ results:
     instance_id: {description: The instance., type: str}
     image_id: {description: The image restored from., type: str}
     status:
-      description: V(succeeded) (task succeeded and agent Online), V(failed), V(would_restore) (check mode) or V(started) (O(wait=false)).
+      description:
+        - V(succeeded) (task succeeded and agent Online), V(failed), V(would_restore) (check mode) or V(started) (O(wait=false)).
+        - All but V(failed) count as success for O(fail_on_no_success).
       type: str
     task_id: {description: The replace-root-volume task (null when none was started)., type: str}
     task_state: {description: The task's last state., type: str, sample: succeeded}
     agent_online: {description: Whether the SSM agent was Online after the restore (null when not checked)., type: bool}
     error: {description: Why the restore failed (null otherwise)., type: str}
+    error_code:
+      description: The AWS error code when AWS refused C(CreateReplaceRootVolumeTask) (null otherwise).
+      type: str
+      sample: UnauthorizedOperation
 summary: {description: Number of instances per status plus C(total)., returned: always, type: dict, sample: {"total": 2, "succeeded": 2}}
 """
 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
 from ansible_collections.cms.patching.plugins.module_utils.aws import ASSUME_ROLE_ARGS, AwsSession, validate_region
-from ansible_collections.cms.patching.plugins.module_utils.errors import exit_with
-from ansible_collections.cms.patching.plugins.module_utils.root_restore import run_restore, validate
+from ansible_collections.cms.patching.plugins.module_utils.errors import RESULT_ARGS, exit_with
+from ansible_collections.cms.patching.plugins.module_utils.root_restore import no_success, run_restore, validate
 from ansible_collections.cms.patching.plugins.module_utils.ssm_options import resolve_run_id
 
 
@@ -125,9 +132,10 @@ def main():
         agent_online_timeout=dict(type="int", default=900),
         poll_interval=dict(type="float", default=10.0),
         **ASSUME_ROLE_ARGS,
+        **RESULT_ARGS,
     )
     module = AnsibleAWSModule(argument_spec=argument_spec, supports_check_mode=True)
-    exit_with(module, "ec2_root_restore", restore)
+    exit_with(module, "ec2_root_restore", restore, judge=no_success)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ description:
     and fails the instance if it is not (C(systemctl is-active) / C(Get-Service))."
   - Outcomes as in M(cms.patching.ssm_patch_run) (V(success), V(failed), V(timed_out), V(delivery_timed_out), V(undeliverable),
     V(cancelled), V(terminated)); O(execution_timeout) is enforced the same way, with C(CancelCommand).
-  - Instances SSM does not know, or whose platform is neither Linux nor Windows, are not sent to and end V(undeliverable).
+  - "Instances SSM does not know, or whose platform is neither Linux nor Windows, are not sent to and end V(undeliverable).
+    Those SSM does not know are looked up in EC2 (C(DescribeInstances) with the C(instance-id) filter): one EC2 does not
+    know in this account and region, or knows as terminated, ends V(not_found) instead."
   - Check mode sends nothing and reports V(would_run).
 options:
   step:
@@ -80,6 +82,7 @@ extends_documentation_fragment:
   - amazon.aws.region.modules
   - amazon.aws.boto3
   - cms.patching.assume_role
+  - cms.patching.results
 author:
   - cms.patching contributors (@cms-patching)
 """
@@ -118,7 +121,12 @@ results:
     command_id: {description: The SSM command (null when nothing was sent)., type: str}
     status: {description: The invocation's last C(Status)., type: str}
     status_details: {description: The invocation's last C(StatusDetails)., type: str}
-    outcome: {description: The outcome; V(would_run) in check mode and V(sent) with O(wait=false)., type: str}
+    outcome:
+      description:
+        - The outcome; V(would_run) in check mode and V(sent) with O(wait=false).
+        - V(not_found) when EC2 does not know the instance in this account and region (or it is terminated).
+        - V(success), V(would_run) and V(sent) count as success for O(fail_on_no_success).
+      type: str
     output_excerpt:
       description:
         - At most 500 characters of the output. For a failure, the end of its stderr (and of its stdout) as
@@ -142,8 +150,8 @@ commands:
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
 from ansible_collections.cms.patching.plugins.module_utils.aws import ASSUME_ROLE_ARGS, AwsSession, validate_region
-from ansible_collections.cms.patching.plugins.module_utils.command_run import run_commands, validate
-from ansible_collections.cms.patching.plugins.module_utils.errors import exit_with
+from ansible_collections.cms.patching.plugins.module_utils.command_run import no_success, run_commands, validate
+from ansible_collections.cms.patching.plugins.module_utils.errors import RESULT_ARGS, exit_with
 from ansible_collections.cms.patching.plugins.module_utils.ssm_options import RUNNER_ARGS
 
 
@@ -152,7 +160,8 @@ def run(module):
     session = AwsSession.from_module(module)
     validate_region(session.region, "ssm")
     # SendCommand goes through a client that never retries by itself: the runner retries it without duplicates.
-    return run_commands(session.client("ssm"), module.params, module.check_mode, send_client=session.client("ssm", max_attempts=1))
+    return run_commands(session.client("ssm"), module.params, module.check_mode, send_client=session.client("ssm", max_attempts=1),
+                        ec2=session.client("ec2"))
 
 
 def main():
@@ -170,9 +179,10 @@ def main():
         execution_timeout=dict(type="int", default=600),
         **RUNNER_ARGS,
         **ASSUME_ROLE_ARGS,
+        **RESULT_ARGS,
     )
     module = AnsibleAWSModule(argument_spec=argument_spec, supports_check_mode=True)
-    exit_with(module, "ssm_command_run", run)
+    exit_with(module, "ssm_command_run", run, judge=no_success)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,9 @@ description:
     package is V(noncompliant); one naming only C(InstalledPendingReboot) packages is V(pending_reboot) with
     O(reboot_option=NoReboot) and V(noncompliant) otherwise; anything else is V(success)."
   - "Instances that SSM does not know (or knows as Inactive) are not sent to, because C(SendCommand) would refuse the whole batch:
-    they end V(undeliverable)."
+    they end V(undeliverable). Those SSM does not know are looked up in EC2 (C(DescribeInstances) with the C(instance-id)
+    filter, 200 ids per call; no call when SSM knows every instance): one EC2 does not know in this account and region, or
+    knows as terminated, ends V(not_found) instead."
   - "O(execution_timeout) is enforced by the module (the document has no such parameter): when it passes, the module calls
     C(CancelCommand) for the invocations still open. An instance that was already running ends V(timed_out), one that had not
     even received the command ends V(delivery_timed_out); both carry the error C(... CancelCommand sent). V(cancelled) is kept
@@ -114,6 +116,7 @@ extends_documentation_fragment:
   - amazon.aws.region.modules
   - amazon.aws.boto3
   - cms.patching.assume_role
+  - cms.patching.results
 author:
   - cms.patching contributors (@cms-patching)
 """
@@ -153,8 +156,11 @@ results:
     outcome:
       description:
         - V(success), V(failed), V(timed_out), V(delivery_timed_out), V(undeliverable), V(cancelled), V(terminated),
-          V(reboot_timeout), V(pending_reboot), V(noncompliant), V(state_unknown); V(would_run) in check mode and V(sent)
-          with O(wait=false).
+          V(reboot_timeout), V(pending_reboot), V(noncompliant), V(state_unknown), V(not_found); V(would_run) in check mode
+          and V(sent) with O(wait=false).
+        - "V(not_found) when EC2 does not know the instance in this account and region (or it is terminated): nothing was
+          sent. V(undeliverable) without a command when EC2 knows it but SSM does not (or knows it as Inactive)."
+        - "V(success), V(pending_reboot), V(would_run) and V(sent) count as success for O(fail_on_no_success)."
         - "V(state_unknown) when the invocation had not been seen to end and its last status read failed (for example
           AWS refused the calls until O(execution_timeout) and the cancel grace passed): it may have run, in part or
           wholly, or not at all. C(error) gives the last status read and the failed call."
@@ -200,8 +206,8 @@ sent: {description: Number of instances a command was sent to., returned: always
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
 from ansible_collections.cms.patching.plugins.module_utils.aws import ASSUME_ROLE_ARGS, AwsSession, validate_region
-from ansible_collections.cms.patching.plugins.module_utils.errors import exit_with
-from ansible_collections.cms.patching.plugins.module_utils.patch_run import run_patch, validate
+from ansible_collections.cms.patching.plugins.module_utils.errors import RESULT_ARGS, exit_with
+from ansible_collections.cms.patching.plugins.module_utils.patch_run import no_success, run_patch, validate
 from ansible_collections.cms.patching.plugins.module_utils.ssm_options import RUNNER_ARGS
 
 
@@ -210,7 +216,8 @@ def patch(module):
     session = AwsSession.from_module(module)
     validate_region(session.region, "ssm")
     # SendCommand goes through a client that never retries by itself: the runner retries it without duplicates.
-    return run_patch(session.client("ssm"), module.params, module.check_mode, send_client=session.client("ssm", max_attempts=1))
+    return run_patch(session.client("ssm"), module.params, module.check_mode, send_client=session.client("ssm", max_attempts=1),
+                     ec2=session.client("ec2"))
 
 
 def main():
@@ -230,10 +237,11 @@ def main():
         agent_check_interval=dict(type="float", default=60.0),
         **RUNNER_ARGS,
         **ASSUME_ROLE_ARGS,
+        **RESULT_ARGS,
     )
     module = AnsibleAWSModule(argument_spec=argument_spec, supports_check_mode=True,
                               mutually_exclusive=[("install_override_list", "baseline_override")])
-    exit_with(module, "ssm_patch_run", patch)
+    exit_with(module, "ssm_patch_run", patch, judge=no_success)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ description:
     final status and the paths of the report files.
   - It prints even when a run stops early (for example when C(max_fail_percentage) stops the patching waves), since the roles
     write the report after every phase and every wave.
+  - After each patching wave (M(cms.patching.ssm_patch_wave)) it prints one line with how many instances passed and failed
+    at each step, and how many ended in each final status, so the job output shows what each wave did.
   - Enable it with C(callbacks_enabled = cms.patching.patch_summary) in C(ansible.cfg) (the collection's own C(ansible.cfg) does).
 requirements:
   - enable in configuration
@@ -22,6 +24,7 @@ requirements:
 from ansible.plugins.callback import CallbackBase
 
 REPORT_ACTIONS = ("cms.patching.run_report", "run_report")
+WAVE_ACTIONS = ("cms.patching.ssm_patch_wave", "ssm_patch_wave")
 ORDER = ("patched", "rolled_back", "failed", "backed_up", "discovered", "skipped")
 
 
@@ -36,6 +39,8 @@ class CallbackModule(CallbackBase):
         self._latest = None
 
     def v2_runner_on_ok(self, result):
+        if result._task.action in WAVE_ACTIONS and "summary" in result._result:  # pylint: disable=protected-access
+            self._display.display(wave_line(result._result["summary"]))  # pylint: disable=protected-access
         if result._task.action in REPORT_ACTIONS and result._result.get("paths"):  # pylint: disable=protected-access
             self._latest = result._result  # pylint: disable=protected-access
 
@@ -50,3 +55,11 @@ class CallbackModule(CallbackBase):
             path = (self._latest.get("paths") or {}).get(kind)
             if path:
                 self._display.display(f"report {kind}: {path}")
+
+
+def wave_line(summary):
+    """e.g. 'wave of 12: gate 12 passed; precheck 11 passed, 1 failed; ... => patched=10, rolled_back=1, failed=1'."""
+    steps = "; ".join(f"{step} {counts['passed']} passed" + (f", {counts['failed']} failed" if counts.get("failed") else "")
+                      for step, counts in (summary.get("steps") or {}).items())
+    statuses = ", ".join(f"{status}={count}" for status, count in sorted((summary.get("final_status") or {}).items()))
+    return f"wave of {summary.get('total', 0)}: {steps or 'no step ran'} => {statuses or 'nothing decided'}"

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: cms.patching contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filters for the patching role: which instances go on to the next step, and what each wave ends as."""
+"""Filters for the patching role: what the wave module gets per host, and the entries of what is left as it is."""
 
 from __future__ import annotations
 
@@ -9,33 +9,34 @@ from datetime import datetime, timezone
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.cms.patching.plugins.module_utils.fleet import instance_id_of, partition_hosts, read_once
-from ansible_collections.cms.patching.plugins.module_utils.waves import host_commands, needs_rollback, passed, wave_entries
+from ansible_collections.cms.patching.plugins.module_utils.fleet import instance_id_of, read_once
+from ansible_collections.cms.patching.plugins.module_utils.waves import host_commands
 
 
-def step_passed(results, ok=("success",)):
-    return passed(results, ok)
+def wave_instances(hosts, hostvars, defaults):
+    """ssm_patch_wave's `instances`: each host's instance, partition keys, platform, per-step commands and services.
 
-
-def step_failed(results, ok=("success",)):
-    good = set(passed(results, ok))
-    return [r["instance_id"] for r in results or [] if r["instance_id"] not in good]
-
-
-def step_targets(hosts, hostvars, step, defaults):
-    """Partitions (one per account and region) of ssm_command_run targets for a step; hosts with nothing to run are left out."""
+    Host and group variables override the role's defaults (`defaults`: precheck_commands per platform,
+    precheck_extra_commands, restart_services, health_checks); see module_utils.waves.host_commands.
+    """
     hostvars = read_once(hostvars)
-    per_host = {}
+    instances = []
     for name in hosts:
+        instance_id = instance_id_of(name, hostvars)
+        if not instance_id:
+            continue
         host = hostvars.get(name, {})
         platform = (host.get("cms_patching_discovery") or {}).get("platform") or "linux"
-        commands, services = host_commands(step, platform, host, defaults)
-        if commands or services:
-            per_host[instance_id_of(name, hostvars)] = {"platform": platform, "commands": commands, "services": services}
-    partitions = partition_hosts([h for h in hosts if instance_id_of(h, hostvars) in per_host], hostvars)
-    for part in partitions:
-        part["targets"] = [dict(per_host[i], instance_id=i) for i in part["instance_ids"]]
-    return partitions
+        steps = {step: host_commands(step, platform, host, defaults) for step in ("precheck", "restart", "health")}
+        instances.append({
+            "instance_id": instance_id, "region": host.get("region"), "account_id": str(host.get("account_id") or ""),
+            "role_arn": host.get("cms_patching_role_arn") or "", "external_id": host.get("cms_patching_external_id") or "",
+            "platform": platform, "precheck_commands": steps["precheck"][0], "restart_services": steps["restart"][1],
+            "health_checks": steps["health"][0],
+            # In check mode nothing was backed up: hosts the backup phase would back up pass the gate of a dry run.
+            "backup_planned": (host.get("cms_patching_backup") or {}).get("status") == "would_create",
+        })
+    return instances
 
 
 def deadline_passed(not_after, now=None):
@@ -84,11 +85,7 @@ def restore_entries(results):
 class FilterModule:
     def filters(self):
         return {
-            "step_passed": step_passed,
-            "step_failed": step_failed,
-            "needs_rollback": needs_rollback,
-            "wave_entries": wave_entries,
-            "step_targets": step_targets,
+            "wave_instances": wave_instances,
             "deadline_passed": deadline_passed,
             "reason_entries": reason_entries,
             "patched_in_run": patched_in_run,

@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from ansible_collections.cms.patching.plugins.filter.waves import deadline_passed, patched_in_run, step_failed, step_passed
+from ansible_collections.cms.patching.plugins.filter.waves import deadline_passed, patched_in_run, wave_instances
 from ansible_collections.cms.patching.plugins.module_utils.waves import host_commands, needs_rollback, wave_entries
 
 IID = "i-0123456789abcdef0"
@@ -67,9 +67,22 @@ def test_check_mode_decides_nothing():
     assert "final_status" not in entry and "reason" not in entry
 
 
-def test_step_filters():
-    results = [{"instance_id": "i-1", "outcome": "success"}, {"instance_id": "i-2", "outcome": "failed"}, {"instance_id": "i-3", "outcome": "would_run"}]
-    assert step_passed(results) == ["i-1", "i-3"] and step_failed(results) == ["i-2"]
+def test_wave_instances_take_host_vars_over_the_role_defaults():
+    defaults = {"precheck_commands": {"linux": ["df"], "windows": ["Get-PSDrive"]}, "precheck_extra_commands": ["extra"],
+                "restart_services": ["nginx"], "health_checks": ["curl"]}
+    hostvars = {
+        "web": {"instance_id": IID, "region": "eu-west-1", "account_id": 222222222222, "cms_patching_role_arn": "arn:aws:iam::222222222222:role/p",
+                "cms_patching_discovery": {"platform": "windows", "tags": {"cms-patching:restart-services": "W3SVC, WAS"}},
+                "patching_health_checks": [], "cms_patching_backup": {"status": "would_create"}},
+        "i-00000000000000002": {"region": "us-east-1", "patching_restart_services": ["httpd"]},
+        "nameless": {"region": "us-east-1"},
+    }
+    web, other = wave_instances(["web", "i-00000000000000002", "nameless"], hostvars, defaults)
+    assert web == {"instance_id": IID, "region": "eu-west-1", "account_id": "222222222222", "role_arn": "arn:aws:iam::222222222222:role/p",
+                   "external_id": "", "platform": "windows", "precheck_commands": ["Get-PSDrive", "extra"],
+                   "restart_services": ["W3SVC", "WAS"], "health_checks": [], "backup_planned": True}
+    assert (other["platform"], other["precheck_commands"], other["restart_services"], other["health_checks"], other["backup_planned"]) == (
+        "linux", ["df", "extra"], ["httpd"], ["curl"], False)
 
 
 def test_deadline():

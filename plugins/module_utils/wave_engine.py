@@ -1,0 +1,394 @@
+# -*- coding: utf-8 -*-
+# Copyright: cms.patching contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""ssm_patch_wave: one patching wave in one call, on top of the runner, restore and fault-table code.
+
+Per partition (account x region x role): backup gate -> pre-checks -> patch -> service restarts -> health checks ->
+rollback of what failed after the patch ran -> status tags. An instance leaves at its first failing step; what it
+ends as is decided by the fault table (waves.py) alone. Partitions run concurrently in a bounded thread pool, each
+with its own session and clients, so a fleet in several regions and accounts waits once per step, not once per
+partition.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+
+from ansible_collections.cms.patching.plugins.module_utils import tags as T
+from ansible_collections.cms.patching.plugins.module_utils.backup import find_verified_backups
+from ansible_collections.cms.patching.plugins.module_utils.batching import chunked
+from ansible_collections.cms.patching.plugins.module_utils.command_run import run_commands, validate as validate_command_step
+from ansible_collections.cms.patching.plugins.module_utils.errors import (
+    PatchingError, aws_error_message, is_aws_error, require_positive, validate_instance_ids,
+)
+from ansible_collections.cms.patching.plugins.module_utils.patch_run import run_patch, validate as validate_patch
+from ansible_collections.cms.patching.plugins.module_utils.root_restore import run_restore
+from ansible_collections.cms.patching.plugins.module_utils.ssm_options import resolve_run_id
+from ansible_collections.cms.patching.plugins.module_utils.waves import PATCH_OK, by_id, needs_rollback, passed, wave_entries
+
+STEPS = ("gate", "precheck", "patch", "restart", "health", "rollback")
+COMMAND_STEPS = {"precheck": "precheck_commands", "restart": "restart_services", "health": "health_checks"}
+# What counts as passing each step (check mode's would_run / would_restore pass too: a dry run shows the plan).
+STEP_OK = {"precheck": ("success",), "patch": PATCH_OK, "restart": ("success",), "health": ("success",),
+           "rollback": ("succeeded",)}
+# ec2:CreateTags takes up to 1,000 resource ids per call (EC2 API reference, CreateTags); 500 as ec2_batch_tag.
+TAG_BATCH = 500
+# Options handed to ssm_patch_run's code unchanged.
+PATCH_OPTIONS = ("operation", "reboot_option", "document", "pre_install_hook_doc_name", "post_install_hook_doc_name",
+                 "on_exit_hook_doc_name", "install_override_list", "baseline_override", "execution_timeout",
+                 "agent_online_timeout", "agent_check_interval", "delivery_timeout", "max_concurrency", "max_errors",
+                 "output_s3_bucket_name", "output_s3_key_prefix", "cloudwatch_output", "poll_interval")
+
+
+def utc_now():
+    return datetime.now(timezone.utc)
+
+
+def iso(moment):
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# ---------------------------------------------------------------- input
+
+def normalise(instance, default_region):
+    """One instance of the `instances` option with every key present."""
+    return dict(instance_id=instance.get("instance_id"), region=instance.get("region") or default_region,
+                account_id=str(instance.get("account_id") or ""), role_arn=instance.get("role_arn") or "",
+                external_id=instance.get("external_id") or "", platform=instance.get("platform"),
+                precheck_commands=list(instance.get("precheck_commands") or []),
+                restart_services=list(instance.get("restart_services") or []),
+                health_checks=list(instance.get("health_checks") or []),
+                backup_planned=bool(instance.get("backup_planned")))
+
+
+def validate(params):
+    """Every input error as one line, before any AWS call; returns the normalised instances."""
+    instances = [normalise(i, params.get("region")) for i in params.get("instances") or []]
+    if not instances:
+        raise PatchingError("instances is empty")
+    ids = [i["instance_id"] for i in instances]
+    validate_instance_ids(ids)
+    no_region = [i["instance_id"] for i in instances if not i["region"]]
+    if no_region:
+        raise PatchingError(f"no region for {', '.join(no_region)}: give each instance a region, or the region option")
+    require_positive(params, ("command_timeout", "rollback_timeout", "max_backup_age_hours", "partition_concurrency"))
+    validate_patch(dict(patch_params(params, ids, "x"), snapshot_id=params.get("snapshot_id")))
+    for step in COMMAND_STEPS:
+        targets = command_targets(step, instances)
+        if targets:
+            validate_command_step(command_params(params, step, targets, "x"))
+    return instances
+
+
+def partitions(instances):
+    """[(key, [instance])] per (account, region, role, external id), in a stable order."""
+    groups = {}
+    for inst in instances:
+        groups.setdefault((inst["account_id"], inst["region"], inst["role_arn"], inst["external_id"]), []).append(inst)
+    return sorted(groups.items(), key=lambda kv: kv[0])
+
+
+# ---------------------------------------------------------------- step parameters
+
+def patch_params(params, instance_ids, run_id, snapshot_id=None):
+    out = {k: params.get(k) for k in PATCH_OPTIONS}
+    out.update(instance_ids=list(instance_ids), run_id=run_id, snapshot_id=snapshot_id, wait=True)
+    return out
+
+
+def command_targets(step, instances):
+    """ssm_command_run targets of a step: instances with nothing to run in it are left out (they pass it)."""
+    key = COMMAND_STEPS[step]
+    targets = []
+    for inst in instances:
+        things = inst[key]
+        if things:
+            services, commands = (things, []) if step == "restart" else ([], things)
+            targets.append(dict(instance_id=inst["instance_id"], platform=inst["platform"], commands=commands, services=services))
+    return targets
+
+
+def command_params(params, step, targets, run_id):
+    # As the role's ssm_command_run steps always had: SendCommand defaults besides the command timeout and poll.
+    return dict(step=step, run_id=run_id, targets=targets, instance_ids=None, commands=None, services=None,
+                execution_timeout=params["command_timeout"], poll_interval=params["poll_interval"],
+                delivery_timeout=params["delivery_timeout"], max_concurrency="100%", max_errors="100%",
+                output_s3_bucket_name=None, output_s3_key_prefix=None, cloudwatch_output=None, wait=True)
+
+
+def restore_params(params, todo, run_id):
+    return dict(instances=todo, delete_replaced_root_volume=False, run_id=run_id, wait=True,
+                wait_timeout=params["rollback_timeout"], agent_online_timeout=params["agent_online_timeout"],
+                poll_interval=params["poll_interval"])
+
+
+# ---------------------------------------------------------------- AWS side (replaced by fakes in unit tests)
+
+class Clients:
+    """The clients of one partition, made on first use inside its own thread (an assumed role is assumed there)."""
+
+    def __init__(self, session):
+        self._session = session
+        self._made = {}
+
+    def get(self, service, max_attempts=None):
+        if (service, max_attempts) not in self._made:
+            self._made[(service, max_attempts)] = self._session.client(service, max_attempts=max_attempts)
+        return self._made[(service, max_attempts)]
+
+
+class AwsSteps:
+    """The real steps: the same module_utils code the single-step modules run."""
+
+    def __init__(self, clock=time.monotonic, sleep=time.sleep):
+        self.clock, self.sleep = clock, sleep
+
+    def gate(self, clients, instance_ids, max_age_hours):
+        return find_verified_backups(clients.get("ec2"), instance_ids, max_age_hours)
+
+    def command(self, clients, params, check_mode):
+        # SendCommand goes through a client that never retries by itself: the runner retries it without duplicates.
+        return run_commands(clients.get("ssm"), params, check_mode, self.clock, self.sleep, clients.get("ssm", max_attempts=1))["results"]
+
+    def patch(self, clients, params, check_mode):
+        return run_patch(clients.get("ssm"), params, check_mode, self.clock, self.sleep, clients.get("ssm", max_attempts=1))["results"]
+
+    def restore(self, clients, params, check_mode):
+        return run_restore(clients.get("ec2"), clients.get("ssm"), params, check_mode, self.clock, self.sleep)["results"]
+
+    def tag(self, clients, resource_ids, tags):
+        ec2 = clients.get("ec2")
+        for chunk in chunked(resource_ids, TAG_BATCH):
+            ec2.create_tags(Resources=chunk, Tags=[{"Key": k, "Value": str(v)} for k, v in tags.items()])
+
+
+# ---------------------------------------------------------------- one partition
+
+class Wave:
+    """What every partition of the wave shares: options, run id, snapshot id, wave time and the step runner."""
+
+    def __init__(self, params, check_mode, steps, now=utc_now):
+        self.params = params
+        self.check_mode = check_mode
+        self.steps = steps
+        self.now = now
+        self.run_id = resolve_run_id(params.get("run_id"))
+        self.snapshot_id = params.get("snapshot_id") or str(uuid.uuid4())  # one for the whole wave: one patch set
+        self.wave_time = now().strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Partition:
+    """One account x region: its steps in order, with each instance's results and step times."""
+
+    def __init__(self, wave, instances, clients):
+        self.wave = wave
+        self.instances = {i["instance_id"]: i for i in instances}
+        self.ids = [i["instance_id"] for i in instances]
+        self.clients = clients
+        self.results = {step: [] for step in STEPS}
+        self.times = {iid: {} for iid in self.ids}
+        self.errors = {}  # step -> partition-wide error (the step's call failed as a whole)
+        self.tag_errors = []
+
+    def run(self):
+        gate = self.step("gate", self.ids, self.run_gate)
+        gated = [g["instance_id"] for g in gate]
+        self.run_commands("precheck", gated)
+        prechecked = passed_or_skipped(gated, self.results["precheck"], STEP_OK["precheck"])
+        self.step("patch", prechecked, self.run_patch)
+        patched = passed(self.results["patch"], STEP_OK["patch"])
+        self.run_commands("restart", patched)
+        restarted = passed_or_skipped(patched, self.results["restart"], STEP_OK["restart"])
+        self.run_commands("health", restarted)
+        if self.wave.params["rollback"]:
+            todo = needs_rollback(self.ids, gate, *(self.results[s] for s in ("precheck", "patch", "restart", "health")))
+            self.step("rollback", todo, self.run_rollback)
+        entries = self.entries()
+        if self.wave.params["status_tags"] and not self.wave.check_mode:
+            self.tag(entries)
+        return entries
+
+    def step(self, name, todo, runner):
+        """Run one step on `todo` (ids, or rollback dicts); its results, with the step's times on each instance."""
+        if not todo:
+            return []
+        ids = [t["instance_id"] if isinstance(t, dict) else t for t in todo]
+        started = self.wave.now()
+        try:
+            results = runner(todo)
+        except Exception as e:  # pylint: disable=broad-except
+            if not isinstance(e, PatchingError) and not is_aws_error(e):
+                raise
+            message = str(e) if isinstance(e, PatchingError) else aws_error_message(e, f"the {name} step")
+            self.errors[name] = message
+            results = failed_step_results(name, ids, message)
+        ended = self.wave.now()
+        for iid in ids:
+            self.times[iid][name] = {"started_at": iso(started), "ended_at": iso(ended)}
+        self.results[name] = results
+        return results
+
+    def run_gate(self, ids):
+        """Instances that pass the gate, each with the image a rollback would restore (None: no rollback possible)."""
+        found = self.wave.steps.gate(self.clients, ids, self.wave.params["max_backup_age_hours"])
+        gate = []
+        for iid in ids:
+            image = (found.get(iid) or {}).get("image_id")
+            # In check mode nothing was backed up: what the backup phase would back up passes, so a dry run shows the
+            # whole plan. require_backup: false is the explicit override: patch without a backup (and no rollback).
+            if image or (self.wave.check_mode and self.instances[iid]["backup_planned"]) or not self.wave.params["require_backup"]:
+                gate.append({"instance_id": iid, "image_id": image})
+        return gate
+
+    def run_commands(self, name, ids):
+        targets = command_targets(name, [self.instances[i] for i in ids])
+        self.step(name, [t["instance_id"] for t in targets],
+                  lambda _ids: self.wave.steps.command(self.clients, command_params(self.wave.params, name, targets, self.wave.run_id),
+                                                       self.wave.check_mode))
+
+    def run_patch(self, ids):
+        params = patch_params(self.wave.params, ids, self.wave.run_id, self.wave.snapshot_id)
+        return self.wave.steps.patch(self.clients, params, self.wave.check_mode)
+
+    def run_rollback(self, todo):
+        return self.wave.steps.restore(self.clients, restore_params(self.wave.params, todo, self.wave.run_id), self.wave.check_mode)
+
+    def entries(self):
+        r = self.results
+        entries = wave_entries(self.ids, r["gate"], r["precheck"], r["patch"], r["restart"], r["health"], r["rollback"],
+                               self.wave.check_mode)
+        for entry in entries:
+            entry["steps"] = self.step_record(entry["instance_id"])
+        return entries
+
+    def step_record(self, iid):
+        """{step: {started_at, ended_at, outcome, error}} for the steps this instance went through."""
+        record = {}
+        for name, times in self.times[iid].items():
+            res = by_id(self.results[name]).get(iid)
+            if name == "gate":
+                outcome, error = ("passed", None) if res else ("failed", self.errors.get("gate"))
+            else:
+                outcome = (res or {}).get("outcome", (res or {}).get("status"))
+                error = (res or {}).get("error") or self.errors.get(name)
+            record[name] = dict(times, outcome=outcome, error=error)
+        return record
+
+    def tag(self, entries):
+        """Status tags, one CreateTags per final status (per 500 instances): a resumed run reads them back."""
+        by_status = {}
+        for entry in entries:
+            if entry.get("final_status"):
+                by_status.setdefault(entry["final_status"], []).append(entry["instance_id"])
+        for status, ids in sorted(by_status.items()):
+            tags = {T.LAST_PATCH_STATUS: status, T.LAST_PATCHED_AT: self.wave.wave_time, T.RUN_ID: self.wave.run_id}
+            try:
+                self.wave.steps.tag(self.clients, ids, tags)
+            except Exception as e:  # pylint: disable=broad-except
+                if not isinstance(e, PatchingError) and not is_aws_error(e):
+                    raise
+                self.tag_errors.append(str(e) if isinstance(e, PatchingError) else aws_error_message(e, "ec2:CreateTags"))
+
+
+def passed_or_skipped(ids, results, ok):
+    """`ids` that passed a step, or had nothing to run in it."""
+    ran = by_id(results)
+    good = set(passed(results, ok))
+    return [i for i in ids if i not in ran or i in good]
+
+
+def failed_step_results(name, ids, message):
+    """What a step whose call failed as a whole means per instance (the fault table then decides the rest).
+
+    The gate and the patch leave no result (no verified backup found; nothing was sent, so no rollback); a command
+    step fails its instances; a rollback that could not start failed.
+    """
+    if name in ("gate", "patch"):
+        return []
+    if name == "rollback":
+        return [{"instance_id": i, "status": "failed", "error": message} for i in ids]
+    return [{"instance_id": i, "outcome": "failed", "error": message} for i in ids]
+
+
+# ---------------------------------------------------------------- the wave
+
+def run_wave(params, check_mode, session_for, steps=None, now=utc_now):
+    """The module's whole job: every partition of the wave, concurrently (at most partition_concurrency at a time).
+
+    session_for(account_id, region, role_arn, external_id) gives the partition's session (an object with
+    client(service, max_attempts=None)); it is called in the calling thread, its clients are made in the worker.
+    """
+    instances = validate(params)
+    wave = Wave(params, check_mode, steps or AwsSteps(), now)
+    parts = [Partition(wave, members, Clients(session_for(*key))) for key, members in partitions(instances)]
+    with ThreadPoolExecutor(max_workers=max(1, min(len(parts), params["partition_concurrency"]))) as pool:
+        done = list(pool.map(lambda p: p.run(), parts))
+    order = {inst["instance_id"]: n for n, inst in enumerate(instances)}
+    entries = sorted((e for part in done for e in part), key=lambda e: order[e["instance_id"]])
+    return wave_result(wave, parts, entries)
+
+
+def wave_result(wave, parts, entries):
+    tag_errors = [e for p in parts for e in p.tag_errors]
+    sent = any(r.get("command_id") for p in parts for step in ("patch", "restart", "rollback") for r in p.results[step])
+    restored = any(r.get("task_id") for p in parts for r in p.results["rollback"])
+    would = wave.check_mode and any(r.get("outcome") == "would_run" for p in parts for r in p.results["patch"])
+    return dict(
+        changed=bool(sent or restored or would or (not wave.check_mode and entries and wave.params["status_tags"])),
+        run_id=wave.run_id, snapshot_id=wave.snapshot_id, wave_time=wave.wave_time,
+        results=entries,
+        outcomes={e["instance_id"]: {k: e.get(k) for k in ("final_status", "reason", "failed_step")} for e in entries},
+        summary=summary(parts, entries),
+        partitions=[dict(account_id=p.instances[p.ids[0]]["account_id"], region=p.instances[p.ids[0]]["region"],
+                         instance_count=len(p.ids), errors=dict(p.errors)) for p in parts],
+        tag_errors=tag_errors,
+    )
+
+
+def summary(parts, entries):
+    """{steps: {step: {passed, failed}}, final_status: {status: count}, total}: what the role prints per wave."""
+    steps = {}
+    for name in STEPS:
+        results = [r for p in parts for r in p.results[name]]
+        ran = [i for p in parts for i in p.ids if name in p.times[i]]
+        if not ran:
+            continue
+        if name == "gate":
+            good = len(results)
+        else:
+            good = len(passed(results, STEP_OK[name]))
+        steps[name] = {"passed": good, "failed": len(ran) - good}
+    statuses = {}
+    for entry in entries:
+        status = entry.get("final_status") or "planned"
+        statuses[status] = statuses.get(status, 0) + 1
+    return {"total": len(entries), "steps": steps, "final_status": statuses}
+
+
+def no_success_message(result, check_mode, shown=5):
+    """One line summing up why no instance of the wave succeeded, or None when one did (or there were none).
+
+    Success is a patched instance, or in check mode one whose patch would run. e.g. "no instance of the wave succeeded:
+    2 failed/no_verified_backup (i-1, i-2), 1 rolled_back/health_check_failed (i-3); first error: ..."
+    """
+    entries = result["results"]
+    if not entries:
+        return None
+    if check_mode:
+        if any((e.get("patch") or {}).get("outcome") == "would_run" for e in entries):
+            return None
+    elif any(e.get("final_status") == "patched" for e in entries):
+        return None
+    groups = {}
+    for entry in entries:
+        key = f"{entry.get('final_status') or 'not_patched'}/{entry.get('reason') or 'none'}"
+        groups.setdefault(key, []).append(entry["instance_id"])
+    parts = []
+    for key, ids in sorted(groups.items(), key=lambda item: (-len(item[1]), item[0])):
+        more = f", +{len(ids) - shown} more" if len(ids) > shown else ""
+        parts.append(f"{len(ids)} {key} ({', '.join(ids[:shown])}{more})")
+    first = next((step["error"] for e in entries for step in (e.get("steps") or {}).values() if step.get("error")), None)
+    return "no instance of the wave succeeded: " + ", ".join(parts) + (f"; first error: {first}" if first else "")

@@ -1,0 +1,328 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: cms.patching contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: ssm_patch_wave
+short_description: Run one whole patching wave - backup gate, pre-checks, patch, restarts, health checks, rollback
+version_added: 0.1.0
+description:
+  - "One call runs a patching wave over instances of any accounts and regions: for each instance, the backup gate (its
+    newest verified backup made by this tool, no older than O(max_backup_age_hours)), its pre-checks, C(AWS-RunPatchBaseline)
+    (as M(cms.patching.ssm_patch_run) runs it, reboots and verification included), its service restarts and health checks
+    (as M(cms.patching.ssm_command_run) runs them), and the rollback from the pre-patch AMI of every instance that failed
+    after the patch command ran (as M(cms.patching.ec2_root_restore) does it)."
+  - An instance leaves the wave at its first failing step. What it ends as (C(final_status), C(reason)) follows the patching
+    fault table (see C(docs/report-schema.md)).
+  - "The instances are split into partitions, one per account, region and role; the partitions run concurrently, at most
+    O(partition_concurrency) at a time, each with its own AWS session. Inside a partition every step is batched as the
+    single-step modules batch it (one C(SendCommand) per 50 instances and per script, one poll for all commands)."
+  - After the wave, each instance is tagged with C(cms-patching:last-patch-status), C(cms-patching:last-patched-at) and
+    C(cms-patching:run-id) (one C(CreateTags) per status and partition), unless O(status_tags=false).
+  - When no instance succeeded the module fails with one line that sums up the instances' reasons; the per-instance
+    results are still returned. O(fail_on_no_success=false) turns this off (the patching role fails hosts one by one instead).
+  - Check mode sends nothing and tags nothing; it reads the backups and agents and reports what each step would run
+    (V(would_run)); instances the backup phase would back up (O(instances[].backup_planned)) pass the gate.
+options:
+  instances:
+    description: The wave's instances. At least one; malformed or duplicate ids fail the module before any AWS call.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      instance_id:
+        description: The instance.
+        type: str
+        required: true
+      region:
+        description: Its region (default O(region)).
+        type: str
+      account_id:
+        description: Its account (only used to partition and report).
+        type: str
+      role_arn:
+        description: Role to assume for its account (default O(role_arn)).
+        type: str
+      external_id:
+        description: External id for O(instances[].role_arn).
+        type: str
+      platform:
+        description: V(linux) or V(windows); the SSM agent's platform when not given.
+        type: str
+        choices: [linux, windows]
+      precheck_commands:
+        description: Pre-check commands; any non-zero exit keeps the instance from being patched.
+        type: list
+        elements: str
+      restart_services:
+        description: Services to restart after the patch.
+        type: list
+        elements: str
+      health_checks:
+        description: Health-check commands run after the restarts.
+        type: list
+        elements: str
+      backup_planned:
+        description: In check mode, let the instance pass the gate without a backup (the backup phase would make one).
+        type: bool
+        default: false
+  require_backup:
+    description: Only patch instances with a verified backup. V(false) patches the others too, without rollback.
+    type: bool
+    default: true
+  max_backup_age_hours:
+    description: A backup older than this does not pass the gate.
+    type: float
+    default: 24
+  rollback:
+    description: Replace the root volume from the pre-patch AMI of every instance that failed after the patch command ran.
+    type: bool
+    default: true
+  rollback_timeout:
+    description: Seconds to wait for a root-volume replacement.
+    type: int
+    default: 1800
+  command_timeout:
+    description: Seconds a pre-check, restart or health-check command may run.
+    type: int
+    default: 600
+  status_tags:
+    description: Tag every instance with its final status, the wave's time and the run id.
+    type: bool
+    default: true
+  partition_concurrency:
+    description: How many partitions (account x region x role) run at the same time.
+    type: int
+    default: 8
+  fail_on_no_success:
+    description: Fail the module when no instance succeeded (see the description).
+    type: bool
+    default: true
+  run_id:
+    description:
+      - Identifier of the run, in every command's C(Comment) and in the status tags.
+      - 1 to 64 letters, digits, C(.), C(_), C(:) or C(-). Generated when not given.
+    type: str
+  snapshot_id:
+    description:
+      - C(SnapshotId) GUID of the patch command, the same in every wave of a run (canonical 36-character form).
+      - Generated once per call when not given, and returned.
+    type: str
+  operation:
+    description: C(Operation) of the patch document.
+    type: str
+    choices: [Install, Scan]
+    default: Install
+  reboot_option:
+    description: C(RebootOption) of the patch document.
+    type: str
+    choices: [RebootIfNeeded, NoReboot]
+    default: RebootIfNeeded
+  document:
+    description: The patching document.
+    type: str
+    choices: [AWS-RunPatchBaseline, AWS-RunPatchBaselineWithHooks]
+    default: AWS-RunPatchBaseline
+  pre_install_hook_doc_name:
+    description: C(PreInstallHookDocName) of C(AWS-RunPatchBaselineWithHooks).
+    type: str
+  post_install_hook_doc_name:
+    description: C(PostInstallHookDocName) of C(AWS-RunPatchBaselineWithHooks).
+    type: str
+  on_exit_hook_doc_name:
+    description: C(OnExitHookDocName) of C(AWS-RunPatchBaselineWithHooks).
+    type: str
+  install_override_list:
+    description: C(InstallOverrideList) URL (https:// or s3://); exclusive with O(baseline_override).
+    type: str
+  baseline_override:
+    description: C(BaselineOverride) URL (https:// or s3://).
+    type: str
+  execution_timeout:
+    description: Seconds from C(SendCommand) after which the patch commands still open are cancelled.
+    type: int
+    default: 7200
+  delivery_timeout:
+    description: SendCommand C(TimeoutSeconds) of every command (30 to 2592000).
+    type: int
+    default: 600
+  agent_online_timeout:
+    description:
+      - How long an agent may stay silent while its install runs (then V(reboot_timeout)), how long the fresh patch state may
+        take, and how long a restored instance's agent has to come back Online.
+    type: int
+    default: 900
+  agent_check_interval:
+    description: Seconds between two checks of the agents whose install command is still open.
+    type: float
+    default: 60
+  max_concurrency:
+    description: SendCommand C(MaxConcurrency) of the patch commands.
+    type: str
+    default: 100%
+  max_errors:
+    description: SendCommand C(MaxErrors) of the patch commands.
+    type: str
+    default: 100%
+  output_s3_bucket_name:
+    description: S3 bucket for the patch commands' full output.
+    type: str
+  output_s3_key_prefix:
+    description: Key prefix in O(output_s3_bucket_name).
+    type: str
+  cloudwatch_output:
+    description: Send the patch commands' output to CloudWatch Logs.
+    type: dict
+    suboptions:
+      enabled:
+        description: Whether CloudWatch output is on.
+        type: bool
+        default: true
+      log_group_name:
+        description: Log group; SSM uses C(/aws/ssm/<document name>) when not set.
+        type: str
+  poll_interval:
+    description: Seconds between two polls of a partition's commands, tasks and agents.
+    type: float
+    default: 10.0
+extends_documentation_fragment:
+  - amazon.aws.common.modules
+  - amazon.aws.region.modules
+  - amazon.aws.boto3
+  - cms.patching.assume_role
+author:
+  - cms.patching contributors (@cms-patching)
+"""
+
+EXAMPLES = r"""
+- name: Patch a wave of two regions, rolling back what fails
+  cms.patching.ssm_patch_wave:
+    run_id: "{{ cms_patching_run_id }}"
+    instances:
+      - {instance_id: i-0123456789abcdef0, region: eu-west-1, platform: linux, precheck_commands: ["test -d /var"]}
+      - {instance_id: i-0fedcba9876543210, region: us-east-1, platform: windows, restart_services: [W3SVC]}
+  register: wave
+
+- name: Show what each step did
+  ansible.builtin.debug:
+    var: wave.summary
+"""
+
+RETURN = r"""
+results:
+  description:
+    - One entry per instance, in the order of O(instances), as the run report stores it (C(docs/report-schema.md)).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    instance_id: {description: The instance., type: str}
+    final_status: {description: "V(patched), V(failed) or V(rolled_back) (absent in check mode).", type: str}
+    reason: {description: Why it failed or was rolled back (absent when patched, and in check mode)., type: str}
+    failed_step: {description: With C(reason=rollback_failed), the failure that caused the rollback., type: str}
+    patch: {description: "The patch step's result (C(outcome), C(command_id), C(compliance_before), ...), null when not patched.", type: dict}
+    services: {description: The service restarts' C(outcome) and C(error)., type: dict}
+    validation: {description: C(passed) and C(failures) after the patch ran., type: dict}
+    rollback: {description: C(performed), C(status), C(image_id), C(error)., type: dict}
+    steps:
+      description:
+        - "Per step the instance went through (V(gate), V(precheck), V(patch), V(restart), V(health), V(rollback)):
+          C(started_at) and C(ended_at) (ISO 8601 UTC, the partition's step), C(outcome) and C(error)."
+      type: dict
+outcomes:
+  description: "C(final_status), C(reason) and C(failed_step) by instance id."
+  returned: always
+  type: dict
+summary:
+  description: "C(steps) (per step C(passed) and C(failed)), C(final_status) (count per status) and C(total)."
+  returned: always
+  type: dict
+  sample: {"total": 3, "steps": {"gate": {"passed": 3, "failed": 0}, "patch": {"passed": 2, "failed": 1}}, "final_status": {"patched": 2, "rolled_back": 1}}
+partitions:
+  description: One entry per partition (C(account_id), C(region), C(instance_count), C(errors) of steps whose call failed as a whole).
+  returned: always
+  type: list
+  elements: dict
+tag_errors: {description: Status tags that could not be written., returned: always, type: list, elements: str}
+run_id: {description: The run id., returned: always, type: str}
+snapshot_id: {description: The C(SnapshotId) GUID sent to every instance., returned: always, type: str}
+wave_time: {description: The wave's time in the C(cms-patching:last-patched-at) tag., returned: always, type: str}
+"""
+
+from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
+
+from ansible_collections.cms.patching.plugins.module_utils.aws import ASSUME_ROLE_ARGS, AwsSession, validate_region
+from ansible_collections.cms.patching.plugins.module_utils.errors import exit_with, one_line
+from ansible_collections.cms.patching.plugins.module_utils.ssm_options import RUNNER_ARGS
+from ansible_collections.cms.patching.plugins.module_utils.wave_engine import no_success_message, partitions, run_wave, validate
+
+
+def wave(module):
+    params = module.params
+    instances = validate(params)  # before any AWS call, STS included
+    for region in sorted({key[1] for key, _members in partitions(instances)}):
+        validate_region(region, "ssm")
+
+    def session_for(_account_id, region, role_arn, external_id):
+        return AwsSession(module, region, role_arn or params.get("role_arn"), params.get("role_session_name"),
+                          external_id or params.get("external_id"))
+
+    result = run_wave(params, module.check_mode, session_for)
+    for error in result["tag_errors"]:
+        module.warn(error)
+    message = no_success_message(result, module.check_mode) if params["fail_on_no_success"] else None
+    if message:
+        module.fail_json(msg=one_line(message), **result)
+    return result
+
+
+def main():
+    runner_args = {k: v for k, v in RUNNER_ARGS.items() if k != "wait"}  # a wave always waits for its steps
+    argument_spec = dict(
+        instances=dict(type="list", elements="dict", required=True, options=dict(
+            instance_id=dict(type="str", required=True),
+            region=dict(type="str"),
+            account_id=dict(type="str"),
+            role_arn=dict(type="str"),
+            external_id=dict(type="str", no_log=True),
+            platform=dict(type="str", choices=["linux", "windows"]),
+            precheck_commands=dict(type="list", elements="str"),
+            restart_services=dict(type="list", elements="str"),
+            health_checks=dict(type="list", elements="str"),
+            backup_planned=dict(type="bool", default=False),
+        )),
+        require_backup=dict(type="bool", default=True),
+        max_backup_age_hours=dict(type="float", default=24.0),
+        rollback=dict(type="bool", default=True),
+        rollback_timeout=dict(type="int", default=1800),
+        command_timeout=dict(type="int", default=600),
+        status_tags=dict(type="bool", default=True),
+        partition_concurrency=dict(type="int", default=8),
+        fail_on_no_success=dict(type="bool", default=True),
+        snapshot_id=dict(type="str"),
+        operation=dict(type="str", choices=["Install", "Scan"], default="Install"),
+        reboot_option=dict(type="str", choices=["RebootIfNeeded", "NoReboot"], default="RebootIfNeeded"),
+        document=dict(type="str", choices=["AWS-RunPatchBaseline", "AWS-RunPatchBaselineWithHooks"], default="AWS-RunPatchBaseline"),
+        pre_install_hook_doc_name=dict(type="str"),
+        post_install_hook_doc_name=dict(type="str"),
+        on_exit_hook_doc_name=dict(type="str"),
+        install_override_list=dict(type="str"),
+        baseline_override=dict(type="str"),
+        execution_timeout=dict(type="int", default=7200),
+        agent_online_timeout=dict(type="int", default=900),
+        agent_check_interval=dict(type="float", default=60.0),
+        **runner_args,
+        **ASSUME_ROLE_ARGS,
+    )
+    module = AnsibleAWSModule(argument_spec=argument_spec, supports_check_mode=True,
+                              mutually_exclusive=[("install_override_list", "baseline_override")])
+    exit_with(module, "ssm_patch_wave", wave)
+
+
+if __name__ == "__main__":
+    main()
+

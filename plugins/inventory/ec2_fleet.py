@@ -28,12 +28,13 @@ description:
   - "Host variables: C(instance_id), C(account_id), C(region), C(availability_zone), C(instance_type),
     C(instance_state), C(image_id), C(launch_time), C(platform) (linux, windows or macos), C(private_ip_address),
     C(private_dns_name), C(public_ip_address), C(vpc_id), C(subnet_id), C(ec2_tags) (a dict);
-    C(ssm), a dict with C(ping_status), C(platform_type), C(platform_name) and C(agent_version) (all null when SSM
-    does not manage the instance); with O(include_patch_state=true), C(patch_state), a dict with C(missing),
-    C(failed), C(installed), C(installed_pending_reboot), C(installed_rejected), C(not_applicable),
-    C(critical_non_compliant), C(security_non_compliant), C(operation) and C(operation_end_time) (empty when SSM
-    has no patch state for the instance); C(cms_patching_role_arn), only on hosts reached through an assumed role
-    (O(accounts) or O(assume_role_arn)), and C(cms_patching_external_id) when that account has one."
+    C(ssm), a dict with C(ping_status), C(platform_type), C(platform_name), C(platform_version), C(agent_version) and
+    C(last_ping) (all null when SSM does not manage the instance); with O(include_patch_state=true), C(patch_state),
+    a dict with C(missing), C(failed), C(installed), C(installed_other), C(installed_pending_reboot),
+    C(installed_rejected), C(not_applicable), C(critical_non_compliant), C(security_non_compliant), C(operation),
+    C(operation_end_time), C(baseline_id) and C(snapshot_id) (empty when SSM has no patch state for the instance);
+    C(cms_patching_role_arn), only on hosts reached through an assumed role (O(accounts) or O(assume_role_arn)),
+    and C(cms_patching_external_id) when that account has one."
   - The configuration file name must end with C(aws_ec2.yml), C(aws_ec2.yaml), C(ec2_fleet.yml) or C(ec2_fleet.yaml).
   - Any configuration error (an unknown option, an unknown region, a malformed account entry, an unreachable
     endpoint, refused credentials) fails the source with one line, so with C(unparsed_is_failed) the run stops
@@ -210,7 +211,9 @@ from ansible_collections.cms.patching.plugins.module_utils.aws import assumed_ro
 from ansible_collections.cms.patching.plugins.module_utils.errors import PatchingError, aws_error_message, error_code, is_aws_error
 
 DENIED = ("UnauthorizedOperation", "AccessDenied", "AccessDeniedException")
-CACHE_FORMAT = 1
+# 2: ssm and patch_state carry the shared readers' key sets (platform_version, last_ping; installed_other, baseline_id,
+# snapshot_id), so a cache written before is read again from AWS.
+CACHE_FORMAT = 2
 QUERY_OPTIONS = ("regions", "accounts", "include_default_account", "filters", "include_filters", "exclude_filters",
                  "hostnames", "include_patch_state", "assume_role_arn", "endpoint_url", "profile", "access_key")
 
@@ -388,8 +391,8 @@ class InventoryModule(AWSInventoryBase):
             info, states = {}, None
         hostnames = self.get_option("hostnames")
         return [{"name": fleet.hostname_of(i, hostnames),
-                 "vars": fleet.host_vars(i, region, info.get(i["InstanceId"]),
-                                         None if states is None else states.get(i["InstanceId"], {}), role_arn, external_id)}
+                 "vars": fleet.host_vars(i, region, info.get(i["instance_id"]),
+                                         None if states is None else states.get(i["instance_id"], {}), role_arn, external_id)}
                 for i in instances]
 
     def _skip_denied(self, exc, service, operation, where):

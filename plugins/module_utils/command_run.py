@@ -14,16 +14,15 @@ import time
 from ansible_collections.cms.patching.plugins.module_utils.errors import (
     AwsErrorHandler, PatchingError, no_success_message, validate_instance_ids,
 )
+from ansible_collections.cms.patching.plugins.module_utils import readers
 from ansible_collections.cms.patching.plugins.module_utils.models import RunConfig, summarize
 from ansible_collections.cms.patching.plugins.module_utils.root_restore import unknown_instances
-from ansible_collections.cms.patching.plugins.module_utils.ssm_agents import describe_agents
 from ansible_collections.cms.patching.plugins.module_utils.ssm_options import (
     request_options, resolve_run_id, validate_runner_options, validate_step,
 )
 from ansible_collections.cms.patching.plugins.module_utils.ssm_runner import CommandRequest, SsmRunner
 
 DOCUMENTS = {"linux": "AWS-RunShellScript", "windows": "AWS-RunPowerShellScript"}
-PLATFORM_TYPES = {"Linux": "linux", "Windows": "windows"}
 # Steps that only look: they never report `changed`.
 READ_ONLY_STEPS = ("precheck", "health")
 # Quoted into shell and PowerShell single quotes: no quotes, no shell metacharacters.
@@ -99,7 +98,8 @@ def resolve_platforms(targets, agents):
             problems[t["instance_id"]] = "not sent: SSM agent not registered (SendCommand would refuse it)"
             continue
         if not t["platform"]:
-            t["platform"] = PLATFORM_TYPES.get(agent.get("platform_type"))
+            platform = readers.platform_of(agent=agent)  # the collection's one platform rule
+            t["platform"] = platform if platform in DOCUMENTS else None
             if not t["platform"]:
                 problems[t["instance_id"]] = f"not sent: unsupported platform {agent.get('platform_type')!r}"
     return problems
@@ -125,7 +125,7 @@ def command_parameters(document, script, params):
 
 @AwsErrorHandler.common_error_handler("ssm:DescribeInstanceInformation")
 def read_agents(ssm, ids):
-    return describe_agents(ssm, ids)
+    return readers.read_agents(ssm, ids)
 
 
 @AwsErrorHandler.common_error_handler("ec2:DescribeInstances")

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from ansible_collections.cms.patching.plugins.module_utils.readers import NOT_IN_PATCH_GROUP, outside_patch_groups, patch_group_list
+
 
 class HostError(ValueError):
     """A host lacks what batching needs (its region)."""
@@ -73,17 +75,18 @@ def host_instance_map(hosts, hostvars):
 def host_results(hosts, hostvars, index, patch_groups=None):
     """[{host, result}] for the hosts whose instance has an entry in `index`, computed once for a whole play.
 
-    With `patch_groups`, an instance outside them is made ineligible with reason not_in_patch_group.
+    With `patch_groups`, an instance outside them is made ineligible with reason not_in_patch_group: the same rule
+    (readers.outside_patch_groups) ec2_patch_scan applies to its own patch_groups option.
     """
     hostvars = read_once(hostvars)
-    if isinstance(patch_groups, str):
-        patch_groups = [g.strip() for g in patch_groups.split(",") if g.strip()]
+    patch_groups = patch_group_list(patch_groups)
     pairs = []
     for name in hosts:
         result = index.get(instance_id_of(name, hostvars))
         if result is None:
             continue
-        if patch_groups and result.get("patch_group") not in patch_groups:
-            result = dict(result, eligible=False, reasons=list(result.get("reasons") or []) + ["not_in_patch_group"])
+        reasons = list(result.get("reasons") or [])
+        if outside_patch_groups(result.get("patch_group"), patch_groups) and NOT_IN_PATCH_GROUP not in reasons:
+            result = dict(result, eligible=False, reasons=reasons + [NOT_IN_PATCH_GROUP])
         pairs.append({"host": name, "result": result})
     return pairs

@@ -5,7 +5,8 @@
 batched by 50, host variables and default group names.
 
 Plain functions over boto3 clients (no controller imports), so modules can reuse them and unit tests can
-drive them with botocore's Stubber.
+drive them with botocore's Stubber. Every AWS read goes through the shared readers (readers.py): instances,
+agents and patch states arrive as their normalised records.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.amazon.aws.plugins.module_utils.transformation import ansible_dict_to_boto3_filter_list
 
-from ansible_collections.cms.patching.plugins.module_utils.aws import RETRY
-from ansible_collections.cms.patching.plugins.module_utils.batching import SSM_BATCH, chunked
-from ansible_collections.cms.patching.plugins.module_utils.tags import patch_group, tag_dict
+from ansible_collections.cms.patching.plugins.module_utils import readers as R
+from ansible_collections.cms.patching.plugins.module_utils.batching import SSM_BATCH
+from ansible_collections.cms.patching.plugins.module_utils.tags import patch_group
 
 # Ansible's own rule for group names (ansible.constants.INVALID_VARIABLE_NAMES); repeated because
 # module_utils may not import controller code.
@@ -25,30 +26,18 @@ INVALID_GROUP_CHARS = re.compile(r"^[\d\W]|[^\w]")
 
 # Like amazon.aws.aws_ec2: without an instance-state-name filter, terminated instances are left out.
 DEFAULT_STATES = ["running", "pending", "stopping", "stopped"]
-EC2_PAGE_MAX = 1000
+EC2_PAGE_MAX = R.EC2_PAGE_MAX
 EC2_PAGE_MIN = 5
 ONLINE = "Online"
 ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):role/[\w+=,.@/-]+$")
 
-# DescribeInstancePatchStates field -> patch_state key
-PATCH_COUNTS = (
-    ("missing", "MissingCount"),
-    ("failed", "FailedCount"),
-    ("installed", "InstalledCount"),
-    ("installed_pending_reboot", "InstalledPendingRebootCount"),
-    ("installed_rejected", "InstalledRejectedCount"),
-    ("not_applicable", "NotApplicableCount"),
-    ("critical_non_compliant", "CriticalNonCompliantCount"),
-    ("security_non_compliant", "SecurityNonCompliantCount"),
-)
-
-# Hostname preferences (DescribeInstances filter names, as amazon.aws.aws_ec2 spells them) -> instance field.
+# Hostname preferences (DescribeInstances filter names, as amazon.aws.aws_ec2 spells them) -> instance record key.
 HOSTNAME_FIELDS = {
-    "instance-id": "InstanceId",
-    "private-ip-address": "PrivateIpAddress",
-    "private-dns-name": "PrivateDnsName",
-    "dns-name": "PublicDnsName",
-    "ip-address": "PublicIpAddress",
+    "instance-id": "instance_id",
+    "private-ip-address": "private_ip_address",
+    "private-dns-name": "private_dns_name",
+    "dns-name": "public_dns_name",
+    "ip-address": "public_ip_address",
 }
 
 
@@ -62,11 +51,6 @@ def role_account_id(role_arn):
     return match.group(1) if match else None
 
 
-def _call(client, operation, **params):
-    # Throttling is per account and region: the clients' botocore retry policy (aws.client_config) backs off on every page.
-    return RETRY(getattr(client, operation))(**params)
-
-
 def instance_filters(filter_dict, default_states=True):
     """amazon.aws filter dict -> boto3 filter list; include queries skip terminated instances unless told otherwise."""
     filters = ansible_dict_to_boto3_filter_list(filter_dict or {})
@@ -75,69 +59,25 @@ def instance_filters(filter_dict, default_states=True):
     return filters
 
 
-def instance_pages(client, filters, page_size=EC2_PAGE_MAX):
-    """DescribeInstances page by page; each instance carries its reservation's OwnerId (the account)."""
-    params = dict(Filters=filters, MaxResults=page_size)
-    while True:
-        page = _call(client, "describe_instances", **params)
-        instances = []
-        for reservation in page.get("Reservations", []):
-            for instance in reservation.get("Instances", []):
-                instance["OwnerId"] = reservation.get("OwnerId")
-                instances.append(instance)
-        yield instances
-        if not page.get("NextToken"):
-            return
-        params["NextToken"] = page["NextToken"]
-
-
 def select_instances(client, include_filters, exclude_filters, page_size=EC2_PAGE_MAX, on_selected=None):
     """amazon.aws.aws_ec2 semantics: the union of the include queries minus anything an exclude query matches.
 
     on_selected(ids) is called with each page's newly selected ids, so SSM lookups can start while EC2 still pages.
+    Instances are the readers' instance records. Throttling is per account and region: the clients' botocore retry
+    policy (aws.client_config) backs off on every page.
     """
     excluded = set()
     for filter_dict in exclude_filters:
-        for page in instance_pages(client, instance_filters(filter_dict, False), page_size):
-            excluded.update(i["InstanceId"] for i in page)
+        for page in R.instance_pages(client, instance_filters(filter_dict, False), page_size):
+            excluded.update(i["instance_id"] for i in page)
     selected = {}
     for filter_dict in include_filters or [{}]:
-        for page in instance_pages(client, instance_filters(filter_dict), page_size):
-            new = [i for i in page if i["InstanceId"] not in excluded and i["InstanceId"] not in selected]
-            selected.update((i["InstanceId"], i) for i in new)
+        for page in R.instance_pages(client, instance_filters(filter_dict), page_size):
+            new = [i for i in page if i["instance_id"] not in excluded and i["instance_id"] not in selected]
+            selected.update((i["instance_id"], i) for i in new)
             if on_selected and new:
-                on_selected([i["InstanceId"] for i in new])
+                on_selected([i["instance_id"] for i in new])
     return [selected[i] for i in sorted(selected)]
-
-
-def ssm_information(client, instance_ids):
-    """DescribeInstanceInformation for the given ids only, 50 per call: ceil(N/50) calls however large the account is."""
-    info = {}
-    for batch in chunked(instance_ids, SSM_BATCH):
-        params = dict(Filters=[{"Key": "InstanceIds", "Values": batch}], MaxResults=SSM_BATCH)
-        while True:
-            page = _call(client, "describe_instance_information", **params)
-            for item in page.get("InstanceInformationList", []):
-                info[item["InstanceId"]] = item
-            if not page.get("NextToken"):
-                break
-            params["NextToken"] = page["NextToken"]
-    return info
-
-
-def patch_states(client, instance_ids):
-    """DescribeInstancePatchStates, 50 ids per call, summarised per instance."""
-    states = {}
-    for batch in chunked(instance_ids, SSM_BATCH):
-        params = dict(InstanceIds=batch, MaxResults=SSM_BATCH)
-        while True:
-            page = _call(client, "describe_instance_patch_states", **params)
-            for state in page.get("InstancePatchStates", []):
-                states[state["InstanceId"]] = patch_state_summary(state)
-            if not page.get("NextToken"):
-                break
-            params["NextToken"] = page["NextToken"]
-    return states
 
 
 class SsmLookup:
@@ -164,12 +104,12 @@ class SsmLookup:
         self._futures.append(self._pool.submit(self._lookup, batch))
 
     def _lookup(self, batch):
-        info = ssm_information(self.client, batch)
-        states = patch_states(self.client, [i for i in batch if i in info]) if self.patch_state and info else {}
+        info = R.read_agents(self.client, batch)
+        states = R.read_patch_states(self.client, [i for i in batch if i in info]) if self.patch_state and info else {}
         return info, states
 
     def results(self):
-        """(info by id, patch states by id or None without patch_state); re-raises the first failed batch's error."""
+        """(agent records by id, patch-state records by id or None without patch_state); re-raises the first failed batch's error."""
         try:
             if self._pending:
                 self._submit(self._pending)
@@ -189,59 +129,29 @@ class SsmLookup:
         self._pool.shutdown(wait=True)
 
 
-def _iso(value):
-    return value.isoformat() if hasattr(value, "isoformat") else value
+def host_vars(instance, region, agent=None, patch_state=None, role_arn=None, external_id=None):
+    """The host variables of one instance record (JSON-serialisable, so the inventory cache can store them).
 
-
-def patch_state_summary(state):
-    summary = {key: state.get(field, 0) for key, field in PATCH_COUNTS}
-    summary["operation"] = state.get("Operation")
-    summary["operation_end_time"] = _iso(state.get("OperationEndTime"))
-    return summary
-
-
-def ssm_facts(item):
-    """The `ssm` host variable; every value is None for an instance SSM does not manage."""
-    item = item or {}
-    return {
-        "ping_status": item.get("PingStatus"),
-        "platform_type": item.get("PlatformType"),
-        "platform_name": item.get("PlatformName"),
-        "agent_version": item.get("AgentVersion"),
-    }
-
-
-def platform_of(instance, ssm_item):
-    """linux, windows or macos: SSM's view when the instance is managed, else EC2's Platform field."""
-    if ssm_item and ssm_item.get("PlatformType"):
-        return ssm_item["PlatformType"].lower()
-    if (instance.get("Platform") or "").lower() == "windows" or "windows" in (instance.get("PlatformDetails") or "").lower():
-        return "windows"
-    return "linux"
-
-
-def host_vars(instance, region, ssm_item=None, patch_state=None, role_arn=None, external_id=None):
-    """The host variables of one instance (JSON-serialisable, so the inventory cache can store them).
-
-    patch_state is left out when None (option off); pass {} for "asked, but SSM has none".
+    agent is its agent record (None: SSM does not manage it); patch_state is left out when None (option off);
+    pass {} for "asked, but SSM has none".
     """
     hostvars = {
-        "instance_id": instance["InstanceId"],
-        "account_id": instance.get("OwnerId") or role_account_id(role_arn),
+        "instance_id": instance["instance_id"],
+        "account_id": instance["account_id"] or role_account_id(role_arn),
         "region": region,
-        "availability_zone": instance.get("Placement", {}).get("AvailabilityZone"),
-        "instance_type": instance.get("InstanceType"),
-        "instance_state": instance.get("State", {}).get("Name"),
-        "image_id": instance.get("ImageId"),
-        "launch_time": _iso(instance.get("LaunchTime")),
-        "platform": platform_of(instance, ssm_item),
-        "private_ip_address": instance.get("PrivateIpAddress"),
-        "private_dns_name": instance.get("PrivateDnsName"),
-        "public_ip_address": instance.get("PublicIpAddress"),
-        "vpc_id": instance.get("VpcId"),
-        "subnet_id": instance.get("SubnetId"),
-        "ec2_tags": tag_dict(instance.get("Tags")),
-        "ssm": ssm_facts(ssm_item),
+        "availability_zone": instance["availability_zone"],
+        "instance_type": instance["instance_type"],
+        "instance_state": instance["state"],
+        "image_id": instance["image_id"],
+        "launch_time": instance["launch_time"],
+        "platform": R.platform_of(instance, agent),
+        "private_ip_address": instance["private_ip_address"],
+        "private_dns_name": instance["private_dns_name"],
+        "public_ip_address": instance["public_ip_address"],
+        "vpc_id": instance["vpc_id"],
+        "subnet_id": instance["subnet_id"],
+        "ec2_tags": instance["tags"],
+        "ssm": R.agent_facts(agent),
     }
     if patch_state is not None:
         hostvars["patch_state"] = patch_state
@@ -271,7 +181,7 @@ def default_groups(hostvars):
 
 def _preference_value(instance, preference):
     if preference.startswith("tag:"):
-        return tag_dict(instance.get("Tags")).get(preference[4:]) or None
+        return instance["tags"].get(preference[4:]) or None
     return instance.get(HOSTNAME_FIELDS[preference]) or None
 
 
@@ -287,7 +197,7 @@ def hostname_of(instance, preferences):
             name = _preference_value(instance, pref)
         if name:
             return name
-    return instance["InstanceId"]
+    return instance["instance_id"]
 
 
 def hostname_problem(pref):

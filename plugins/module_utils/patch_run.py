@@ -13,7 +13,7 @@ from ansible_collections.cms.patching.plugins.module_utils.errors import (
     AwsCallError, AwsErrorHandler, PatchingError, no_success_message, require_positive, validate_instance_ids,
 )
 from ansible_collections.cms.patching.plugins.module_utils.models import RunConfig, summarize
-from ansible_collections.cms.patching.plugins.module_utils.scan import ssm_patch_states as read_compliance
+from ansible_collections.cms.patching.plugins.module_utils.readers import read_patch_states as read_compliance
 from ansible_collections.cms.patching.plugins.module_utils.root_restore import unknown_instances
 from ansible_collections.cms.patching.plugins.module_utils.ssm_agents import AgentWatch, ping_statuses
 from ansible_collections.cms.patching.plugins.module_utils.ssm_options import (

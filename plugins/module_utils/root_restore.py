@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 import uuid
 
+from ansible_collections.cms.patching.plugins.module_utils import readers
 from ansible_collections.cms.patching.plugins.module_utils import tags as T
 from ansible_collections.cms.patching.plugins.module_utils.batching import EC2_ID_BATCH, SSM_BATCH, chunked, paginate
 from ansible_collections.cms.patching.plugins.module_utils.errors import (
@@ -41,13 +42,8 @@ def validate(params):
 
 
 def read_instances(ec2, instance_ids):
-    """{instance id: state name}; by filter, so a missing id is reported per instance instead of failing the call."""
-    found = {}
-    for ids in chunked(instance_ids, EC2_ID_BATCH):
-        for reservation in paginate(ec2, "describe_instances", "Reservations", Filters=[{"Name": "instance-id", "Values": ids}]):
-            for inst in reservation.get("Instances", []):
-                found[inst["InstanceId"]] = inst.get("State", {}).get("Name")
-    return found
+    """{instance id: state name}; by filter (the shared reader), so a missing id is reported per instance instead of failing the call."""
+    return {r["instance_id"]: r["state"] for r in readers.read_instances(ec2, instance_ids)}
 
 
 def unknown_instances(ec2, instance_ids):

@@ -3,37 +3,20 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Discovery: find instances and decide, for each one, whether it can be patched and why not.
 
-Cost for N instances: ceil(N/1000) DescribeInstances pages + 2 * ceil(N/50) SSM calls.
+Cost for N instances: ceil(N/1000) DescribeInstances pages + 2 * ceil(N/50) SSM calls, through the shared readers.
 """
 
 from __future__ import annotations
 
+from ansible_collections.cms.patching.plugins.module_utils import readers as R
 from ansible_collections.cms.patching.plugins.module_utils import tags as T
-from ansible_collections.cms.patching.plugins.module_utils.batching import SSM_BATCH, chunked, paginate
 from ansible_collections.cms.patching.plugins.module_utils.errors import PatchingError
 from ansible_collections.cms.patching.plugins.module_utils.models import Instance
 
-# EC2 accepts at most 200 values per filter.
-FILTER_VALUES_MAX = 200
-SUPPORTED_PLATFORMS = ("linux", "windows")
-# Reasons in the order an operator should fix them.
-REASONS = ("not_running", "excluded_by_tag", "asg_member", "no_ebs_root", "ssm_unmanaged", "ssm_offline", "unsupported_platform")
-
-PATCH_STATE_FIELDS = {
-    "MissingCount": "missing",
-    "FailedCount": "failed",
-    "InstalledCount": "installed",
-    "InstalledOtherCount": "installed_other",
-    "InstalledPendingRebootCount": "installed_pending_reboot",
-    "InstalledRejectedCount": "installed_rejected",
-    "NotApplicableCount": "not_applicable",
-    "CriticalNonCompliantCount": "critical_non_compliant",
-    "SecurityNonCompliantCount": "security_non_compliant",
-    "Operation": "operation",
-    "OperationEndTime": "operation_end_time",
-    "BaselineId": "baseline_id",
-    "SnapshotId": "snapshot_id",
-}
+SUPPORTED_PLATFORMS = R.SUPPORTED_PLATFORMS
+# Reasons in the order an operator should fix them; not_in_patch_group last, since it is a choice, not a fault.
+REASONS = ("not_running", "excluded_by_tag", "asg_member", "no_ebs_root", "ssm_unmanaged", "ssm_offline", "unsupported_platform",
+           R.NOT_IN_PATCH_GROUP)
 
 
 def ec2_filter_list(filters):
@@ -46,92 +29,26 @@ def ec2_filter_list(filters):
     return result
 
 
-def describe_instances(ec2, instance_ids=None, filters=None, page_size=1000):
-    """Raw instances (with OwnerId) matching ids and filters, one paginated query per 200 ids."""
-    base = ec2_filter_list(filters)
-    if not instance_ids:
-        return _describe(ec2, base, page_size)
-    found = []
-    for chunk in chunked(instance_ids, FILTER_VALUES_MAX):
-        found.extend(_describe(ec2, base + [{"Name": "instance-id", "Values": chunk}], page_size))
-    return found
-
-
-def _describe(ec2, filters, page_size):
-    instances = []
-    params = {"MaxResults": page_size}
-    if filters:
-        params["Filters"] = filters
-    for reservation in paginate(ec2, "describe_instances", "Reservations", **params):
-        for raw in reservation.get("Instances", []):
-            raw["OwnerId"] = reservation.get("OwnerId")
-            instances.append(raw)
-    return instances
-
-
-def ssm_instance_information(ssm, instance_ids):
-    """{instance_id: DescribeInstanceInformation entry}, in batches of 50 ids."""
-    info = {}
-    for chunk in chunked(instance_ids, SSM_BATCH):
-        for item in paginate(ssm, "describe_instance_information", "InstanceInformationList",
-                             Filters=[{"Key": "InstanceIds", "Values": chunk}], MaxResults=50):
-            info[item["InstanceId"]] = item
-    return info
-
-
-def ssm_patch_states(ssm, instance_ids):
-    """{instance_id: patch-state dict with snake_case counts}, in batches of 50 ids."""
-    states = {}
-    for chunk in chunked(instance_ids, SSM_BATCH):
-        for item in paginate(ssm, "describe_instance_patch_states", "InstancePatchStates", InstanceIds=chunk, MaxResults=50):
-            states[item["InstanceId"]] = patch_state_dict(item)
-    return states
-
-
-def patch_state_dict(item):
-    state = {}
-    for aws_key, key in PATCH_STATE_FIELDS.items():
-        value = item.get(aws_key)
-        state[key] = value.isoformat() if hasattr(value, "isoformat") else value
-    return state
-
-
-def ssm_facts(info):
-    if not info:
-        return {}
-    last_ping = info.get("LastPingDateTime")
-    return {
-        "ping_status": info.get("PingStatus"),
-        "platform_type": info.get("PlatformType"),
-        "platform_name": info.get("PlatformName"),
-        "platform_version": info.get("PlatformVersion"),
-        "agent_version": info.get("AgentVersion"),
-        "last_ping": last_ping.isoformat() if hasattr(last_ping, "isoformat") else last_ping,
-    }
-
-
-def build_instance(raw, region, info=None, patch_state=None):
-    tags = T.tag_dict(raw.get("Tags"))
-    ssm = ssm_facts(info)
-    platform = (ssm.get("platform_type") or raw.get("Platform") or "linux").lower()
+def build_instance(record, region, agent=None, patch_state=None):
+    """An Instance from the readers' instance record, agent record and patch-state record."""
     return Instance(
-        instance_id=raw["InstanceId"],
+        instance_id=record["instance_id"],
         region=region,
-        name=tags.get("Name"),
-        state=raw.get("State", {}).get("Name"),
-        platform=platform,
-        patch_group=T.patch_group(tags),
-        account_id=raw.get("OwnerId"),
-        root_device_type=raw.get("RootDeviceType"),
-        root_device_name=raw.get("RootDeviceName"),
-        ebs_volumes=[m["Ebs"]["VolumeId"] for m in raw.get("BlockDeviceMappings", []) if m.get("Ebs", {}).get("VolumeId")],
-        tags=tags,
-        ssm=ssm,
+        name=record["name"],
+        state=record["state"],
+        platform=R.platform_of(record, agent),
+        patch_group=record["patch_group"],
+        account_id=record["account_id"],
+        root_device_type=record["root_device_type"],
+        root_device_name=record["root_device_name"],
+        ebs_volumes=[v["volume_id"] for v in record["volumes"]],
+        tags=record["tags"],
+        ssm=R.agent_facts(agent),
         patch_state=patch_state or {},
     )
 
 
-def ineligibility_reasons(instance, exclude_tags, allow_asg_members=False, managed=True):
+def ineligibility_reasons(instance, exclude_tags, allow_asg_members=False, managed=True, patch_groups=None):
     """Every reason code that stops this instance from being patched, in fixing order."""
     reasons = []
     if instance.state != "running":
@@ -149,33 +66,38 @@ def ineligibility_reasons(instance, exclude_tags, allow_asg_members=False, manag
             reasons.append("ssm_offline")
     if instance.platform not in SUPPORTED_PLATFORMS:
         reasons.append("unsupported_platform")
+    if R.outside_patch_groups(instance.patch_group, patch_groups):
+        reasons.append(R.NOT_IN_PATCH_GROUP)
     return reasons
 
 
 def scan(ec2, ssm, region, instance_ids=None, filters=None, patch_groups=None, exclude_tags=None,
          allow_asg_members=False, include_patch_state=True, page_size=1000):
-    """Discover and classify instances; raises PatchingError for ids that do not exist in the region."""
-    raws = describe_instances(ec2, instance_ids, filters, page_size)
+    """Discover and classify instances; raises PatchingError for ids that do not exist in the region.
+
+    An instance outside `patch_groups` is kept, ineligible with reason not_in_patch_group (the rule the discovery
+    role and the report use), so a scan never hides an instance it was asked about.
+    """
+    records = R.read_instances(ec2, instance_ids or None, ec2_filter_list(filters), page_size)
     if instance_ids:
-        missing = sorted(set(instance_ids) - {r["InstanceId"] for r in raws})
+        missing = sorted(set(instance_ids) - {r["instance_id"] for r in records})
         if missing:
             raise PatchingError(f"instance(s) not found in {region}: {', '.join(missing)}")
     else:
         # Terminated instances linger in DescribeInstances for an hour; they are not part of the fleet.
-        raws = [r for r in raws if r.get("State", {}).get("Name") != "terminated"]
-    if patch_groups:
-        raws = [r for r in raws if T.patch_group(T.tag_dict(r.get("Tags"))) in patch_groups]
+        records = [r for r in records if r["state"] != "terminated"]
 
-    running = [r["InstanceId"] for r in raws if r.get("State", {}).get("Name") == "running"]
-    info = ssm_instance_information(ssm, running) if running else {}
-    managed_ids = [i for i in running if i in info]
-    states = ssm_patch_states(ssm, managed_ids) if include_patch_state and managed_ids else {}
+    running = [r["instance_id"] for r in records if r["state"] == "running"]
+    agents = R.read_agents(ssm, running) if running else {}
+    managed_ids = [i for i in running if i in agents]
+    states = R.read_patch_states(ssm, managed_ids) if include_patch_state and managed_ids else {}
 
     instances = []
-    for raw in raws:
-        iid = raw["InstanceId"]
-        instance = build_instance(raw, region, info.get(iid), states.get(iid))
-        instance.reasons = ineligibility_reasons(instance, exclude_tags, allow_asg_members, managed=iid in info)
+    for record in records:
+        iid = record["instance_id"]
+        instance = build_instance(record, region, agents.get(iid), states.get(iid))
+        instance.reasons = ineligibility_reasons(instance, exclude_tags, allow_asg_members, managed=iid in agents,
+                                                 patch_groups=patch_groups)
         instance.eligible = not instance.reasons
         instances.append(instance)
     instances.sort(key=lambda i: i.instance_id)

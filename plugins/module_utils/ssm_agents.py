@@ -1,38 +1,23 @@
 # -*- coding: utf-8 -*-
 # Copyright: cms.patching contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""SSM agent registration and PingStatus, read with DescribeInstanceInformation in chunks of 50 ids."""
+"""SSM agent registration and PingStatus, from the shared agent reader (DescribeInstanceInformation, 50 ids per call)."""
 
 from __future__ import annotations
 
+import datetime
 import time
 
-from ansible_collections.cms.patching.plugins.module_utils.batching import SSM_BATCH, chunked, paginate
 from ansible_collections.cms.patching.plugins.module_utils.errors import aws_error_message, is_aws_error
+from ansible_collections.cms.patching.plugins.module_utils.readers import read_agents
 
 ONLINE = "Online"
 NOT_REGISTERED = "NotRegistered"  # not in DescribeInstanceInformation at all: SSM cannot reach it
 
 
-def describe_agents(ssm, instance_ids):
-    """{instance id: {ping_status, platform_type, platform_name, agent_version}} for the registered ones."""
-    agents = {}
-    for ids in chunked(instance_ids, SSM_BATCH):
-        infos = paginate(ssm, "describe_instance_information", "InstanceInformationList",
-                         Filters=[{"Key": "InstanceIds", "Values": ids}])
-        for info in infos:
-            agents[info["InstanceId"]] = dict(
-                ping_status=info.get("PingStatus"),
-                platform_type=info.get("PlatformType"),
-                platform_name=info.get("PlatformName"),
-                agent_version=info.get("AgentVersion"),
-                last_ping=info.get("LastPingDateTime"),
-            )
-    return agents
-
-
 def ping_statuses(ssm, instance_ids):
-    agents = describe_agents(ssm, instance_ids)
+    """{instance id: PingStatus}, NotRegistered for an instance SSM does not manage."""
+    agents = read_agents(ssm, instance_ids)
     return {i: agents.get(i, {}).get("ping_status") or NOT_REGISTERED for i in instance_ids}
 
 
@@ -86,7 +71,7 @@ class AgentWatch:
         self.last_check = now
         self.checks += 1
         try:
-            agents = describe_agents(self.ssm, ids)
+            agents = read_agents(self.ssm, ids)
         except Exception as e:  # pylint: disable=broad-except
             if not is_aws_error(e):
                 raise
@@ -99,13 +84,20 @@ class AgentWatch:
             # monotonic time since the send needs no synchronised clock (see SentCommand.aws_time).
             aws_now = cmd.aws_time(now)
             for iid in cmd.open_ids():
-                silent = silence(agents.get(iid, {}).get("last_ping"), cmd.requested_at, aws_now)
+                silent = silence(parse_time(agents.get(iid, {}).get("last_ping")), cmd.requested_at, aws_now)
                 if silent is not None and silent > self.timeout:
-                    last = agents[iid]["last_ping"]
                     lost[iid] = (self.outcome, f"SSM agent silent for {silent:.0f}s while the command was InProgress (last ping "
-                                               f"{last.isoformat() if hasattr(last, 'isoformat') else last}), longer than "
+                                               f"{agents[iid]['last_ping']}), longer than "
                                                f"agent_online_timeout {self.timeout:g}s")
         return lost
+
+
+def parse_time(value):
+    """An agent record's ISO 8601 time back to a datetime (None when absent or unreadable)."""
+    try:
+        return datetime.datetime.fromisoformat(value) if isinstance(value, str) else value
+    except ValueError:
+        return None
 
 
 def silence(last_ping, requested_at, aws_now):

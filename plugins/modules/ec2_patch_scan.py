@@ -15,7 +15,7 @@ description:
     facts from C(DescribeInstanceInformation) and compliance counts from C(DescribeInstancePatchStates), both in batches of 50,
     and classifies every instance as eligible or not, with reason codes.
   - "Reason codes: V(not_running), V(excluded_by_tag), V(asg_member), V(no_ebs_root), V(ssm_unmanaged), V(ssm_offline),
-    V(unsupported_platform)."
+    V(unsupported_platform), V(not_in_patch_group)."
   - For N instances it makes about ceil(N/1000) + 2 * ceil(N/50) API calls. It never changes anything, and check mode gives the same result.
 options:
   instance_ids:
@@ -32,7 +32,10 @@ options:
     default: {}
   patch_groups:
     description:
-      - Keep only instances whose C(Patch Group) or C(PatchGroup) tag has one of these values.
+      - Only instances whose C(Patch Group) (else C(PatchGroup)) tag has one of these values are eligible.
+      - Every other instance is still returned, ineligible with reason V(not_in_patch_group), so that the report says
+        why it was left alone. This is the rule the discovery role applies with C(discovery_patch_groups).
+      - To leave other instances out of the scan entirely, narrow it with O(filters) or O(instance_ids) instead.
     type: list
     elements: str
     default: []
@@ -67,7 +70,7 @@ author:
 """
 
 EXAMPLES = r"""
-- name: Scan two patch groups in one account and region
+- name: Scan two patch groups in one account and region (other instances come back with reason not_in_patch_group)
   cms.patching.ec2_patch_scan:
     region: eu-west-1
     patch_groups: [web, db]
@@ -97,22 +100,26 @@ instances:
     region: {description: The region., type: str}
     account_id: {description: Owning account., type: str}
     platform:
-      description: C(linux), C(windows) or what SSM reports (lower case).
+      description:
+        - C(linux), C(windows) or what SSM reports (lower case, for example C(macos)).
+        - SSM's platform type when SSM manages the instance, else EC2's C(Platform)/C(PlatformDetails); the same rule as
+          the P(cms.patching.ec2_fleet#inventory) inventory's C(platform).
       type: str
     patch_group: {description: Value of the C(Patch Group) or C(PatchGroup) tag., type: str}
     ssm:
-      description: SSM facts (ping_status, platform_type, platform_name, platform_version, agent_version, last_ping); empty when unmanaged.
+      description: SSM facts (ping_status, platform_type, platform_name, platform_version, agent_version, last_ping); all null when unmanaged.
       type: dict
     patch_state:
-      description: Compliance counts (missing, failed, installed, installed_pending_reboot, installed_rejected, not_applicable,
-        critical_non_compliant, security_non_compliant) and the last operation and its end time.
+      description: Compliance counts (missing, failed, installed, installed_other, installed_pending_reboot, installed_rejected,
+        not_applicable, critical_non_compliant, security_non_compliant), the last operation and its end time, baseline_id
+        and snapshot_id; empty when SSM has no patch state (or include_patch_state is false).
       type: dict
     root_device_type: {description: C(ebs) or C(instance-store)., type: str}
     root_device_name: {description: Root device name., type: str}
     ebs_volumes: {description: Ids of the attached EBS volumes., type: list, elements: str}
     tags: {description: All tags., type: dict}
     eligible: {description: Whether the instance can be patched., type: bool}
-    reasons: {description: Reason codes when not eligible., type: list, elements: str, sample: [ssm_offline]}
+    reasons: {description: Reason codes when not eligible, in the order to fix them., type: list, elements: str, sample: [ssm_offline]}
 eligible_ids:
   description: Ids of the eligible instances.
   returned: always

@@ -85,7 +85,15 @@ def without_ping_time(result):
 def test_patch_group_selection_and_instance_ids(fleet):
     sim, tag, instances = fleet
     web = run_module("ec2_patch_scan", {"filters": {"tag:cms-test": tag}, "patch_groups": ["web"]}, sim.env)
-    assert {i["patch_group"] for i in web["instances"]} == {"web"}
+    # Outside the patch groups is a reason, as in the discovery role and the report, not a silent drop.
+    assert len(web["instances"]) == TOTAL
+    for got in web["instances"]:
+        outside = got["patch_group"] != "web"
+        assert ("not_in_patch_group" in got["reasons"]) is outside, got["name"]
+        assert got["reasons"] == expected_reasons(got["name"]) + (["not_in_patch_group"] if outside else [])
+    assert web["summary"]["by_reason"]["not_in_patch_group"] == sum(spec["count"] for spec, _r in GROUPS.values()
+                                                                  if spec.get("patch_group") != "web")
+    assert {i["patch_group"] for i in web["instances"] if i["eligible"]} == {"web"}
     picked = [i["instance_id"] for i in instances[:3]]
     by_id = run_module("ec2_patch_scan", {"instance_ids": picked}, sim.env)
     assert [i["instance_id"] for i in by_id["instances"]] == sorted(picked)

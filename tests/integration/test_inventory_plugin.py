@@ -17,8 +17,11 @@ ROOT = Path(__file__).resolve().parents[2]
 ANSIBLE_INVENTORY = str(Path(sys.executable).parent / "ansible-inventory")
 OTHER_ACCOUNT = "222222222222"
 OTHER_ROLE = f"arn:aws:iam::{OTHER_ACCOUNT}:role/cms-patching"
-PATCH_STATE_KEYS = {"missing", "failed", "installed", "installed_pending_reboot", "installed_rejected", "not_applicable",
-                    "critical_non_compliant", "security_non_compliant", "operation", "operation_end_time"}
+# The shared readers' key sets (module_utils/readers.py), the same in ec2_patch_scan's results.
+PATCH_STATE_KEYS = {"missing", "failed", "installed", "installed_other", "installed_pending_reboot", "installed_rejected",
+                    "not_applicable", "critical_non_compliant", "security_non_compliant", "operation", "operation_end_time",
+                    "baseline_id", "snapshot_id"}
+SSM_KEYS = ["ping_status", "platform_type", "platform_name", "platform_version", "agent_version", "last_ping"]
 
 
 def plain(value):
@@ -104,7 +107,7 @@ def test_mixed_fleet_over_pages_and_two_regions(sim, tmp_path):
     assert hv["private_ip_address"] == ec2["PrivateIpAddress"]
     assert hv["ec2_tags"]["Name"] == "web-001" and hv["ec2_tags"]["Patch Group"] == "web-prod"
     assert hv["ssm"]["ping_status"] == "Online" and hv["ssm"]["platform_type"] == "Linux"
-    assert hv["ssm"]["platform_name"] and hv["ssm"]["agent_version"]
+    assert hv["ssm"]["platform_name"] and hv["ssm"]["agent_version"] and set(hv["ssm"]) == set(SSM_KEYS)
     assert set(hv["patch_state"]) == PATCH_STATE_KEYS and hv["patch_state"]["missing"] == 3
     assert "cms_patching_role_arn" not in hv and "ansible_connection" not in hv
 
@@ -115,7 +118,7 @@ def test_mixed_fleet_over_pages_and_two_regions(sim, tmp_path):
     offline = [ids[n] for n in ("off-001", "off-002", "off-003", "unm-001", "unm-002", "unm-003", "stop-001", "stop-002")]
     assert set(data["ssm_offline"]["hosts"]) == set(offline)
     assert hostvars[ids["off-001"]]["ssm"]["ping_status"] == "ConnectionLost"
-    assert hostvars[ids["unm-001"]]["ssm"] == dict.fromkeys(["ping_status", "platform_type", "platform_name", "agent_version"])
+    assert hostvars[ids["unm-001"]]["ssm"] == dict.fromkeys(SSM_KEYS)
     assert hostvars[ids["unm-001"]]["patch_state"] == {}
     assert set(data["ssm_online"]["hosts"]) == set(ids.values()) - set(offline)
 

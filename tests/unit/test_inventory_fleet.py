@@ -13,17 +13,20 @@ from botocore.stub import Stubber
 from ansible.inventory.group import to_safe_group_name
 
 from ansible_collections.cms.patching.plugins.module_utils import inventory_fleet as fleet
+from ansible_collections.cms.patching.plugins.module_utils import readers
 
 ROOT = Path(__file__).resolve().parents[2]
-LINUX = {"PingStatus": "Online", "PlatformType": "Linux", "PlatformName": "Amazon Linux", "AgentVersion": "3.3.1"}
+LINUX_INFO = {"PingStatus": "Online", "PlatformType": "Linux", "PlatformName": "Amazon Linux", "AgentVersion": "3.3.1"}
+LINUX = readers.agent_record(LINUX_INFO)
 
 
 def instance(iid="i-0123456789abcdef0", tags=None, **extra):
+    """The readers' record of a DescribeInstances entry (extra: raw DescribeInstances fields)."""
     data = {"InstanceId": iid, "State": {"Name": "running"}, "Placement": {"AvailabilityZone": "us-east-1a"},
             "PrivateIpAddress": "10.0.0.1", "InstanceType": "t3.micro",
             "Tags": [{"Key": k, "Value": v} for k, v in (tags or {}).items()], "OwnerId": "111111111111"}
     data.update(extra)
-    return data
+    return readers.instance_record(data)
 
 
 def ids(n, start=0):
@@ -45,7 +48,7 @@ def test_default_groups_of_an_online_linux_host():
 
 @pytest.mark.parametrize("ping", ["ConnectionLost", "Inactive", None])
 def test_offline_inactive_and_unmanaged_hosts_are_ssm_offline(ping):
-    item = dict(LINUX, PingStatus=ping) if ping else None
+    item = dict(LINUX, ping_status=ping) if ping else None
     groups = fleet.default_groups(fleet.host_vars(instance(), "eu-west-1", item))
     assert "ssm_offline" in groups and "ssm_online" not in groups
 
@@ -60,11 +63,10 @@ def test_patch_group_falls_back_to_the_patchgroup_tag_and_empty_tags_make_no_gro
 
 
 def test_platform_comes_from_ssm_and_else_from_ec2():
-    windows_ssm = dict(LINUX, PlatformType="Windows")
-    assert fleet.platform_of(instance(), windows_ssm) == "windows"
-    assert fleet.platform_of(instance(Platform="windows"), None) == "windows"
-    assert fleet.platform_of(instance(PlatformDetails="Windows with SQL Server Standard"), None) == "windows"
-    assert fleet.platform_of(instance(PlatformDetails="Linux/UNIX"), None) == "linux"
+    windows_ssm = dict(LINUX, platform_type="Windows")
+    assert fleet.host_vars(instance(), "us-east-1", windows_ssm)["platform"] == "windows"
+    assert fleet.host_vars(instance(PlatformDetails="Windows with SQL Server Standard"), "us-east-1", None)["platform"] == "windows"
+    assert fleet.host_vars(instance(PlatformDetails="Linux/UNIX"), "us-east-1", None)["platform"] == "linux"
     assert "platform_windows" in fleet.default_groups(fleet.host_vars(instance(Platform="windows"), "us-east-1", None))
 
 
@@ -75,13 +77,15 @@ def test_host_vars_carry_what_the_roles_rely_on():
                          "us-east-1", LINUX)
     assert hv["instance_id"] == "i-0123456789abcdef0" and hv["account_id"] == "111111111111" and hv["region"] == "us-east-1"
     assert hv["private_ip_address"] == "10.0.0.1" and hv["ec2_tags"] == {"Name": "web-1"}
-    assert hv["ssm"] == {"ping_status": "Online", "platform_type": "Linux", "platform_name": "Amazon Linux", "agent_version": "3.3.1"}
+    assert hv["ssm"] == {"ping_status": "Online", "platform_type": "Linux", "platform_name": "Amazon Linux", "platform_version": None,
+                         "agent_version": "3.3.1", "last_ping": None}
     assert hv["launch_time"] == "2024-01-02T00:00:00+00:00"
     assert "patch_state" not in hv and "cms_patching_role_arn" not in hv and "cms_patching_external_id" not in hv
 
 
 def test_unmanaged_host_has_an_ssm_dict_of_nulls():
-    assert fleet.host_vars(instance(), "us-east-1", None)["ssm"] == dict.fromkeys(["ping_status", "platform_type", "platform_name", "agent_version"])
+    assert fleet.host_vars(instance(), "us-east-1", None)["ssm"] == dict.fromkeys(
+        ["ping_status", "platform_type", "platform_name", "platform_version", "agent_version", "last_ping"])
 
 
 def test_role_arn_and_external_id_only_on_hosts_reached_through_a_role():
@@ -92,13 +96,9 @@ def test_role_arn_and_external_id_only_on_hosts_reached_through_a_role():
     assert "cms_patching_external_id" not in fleet.host_vars(instance(), "us-east-1", LINUX, role_arn=arn)
 
 
-def test_patch_state_summary_has_every_count_and_an_iso_time():
-    state = {"InstanceId": "i-1", "MissingCount": 4, "FailedCount": 1, "InstalledCount": 10, "InstalledPendingRebootCount": 2,
-             "NotApplicableCount": 7, "CriticalNonCompliantCount": 1, "SecurityNonCompliantCount": 3, "Operation": "Install",
-             "OperationEndTime": datetime.datetime(2024, 5, 1, 12, 0, tzinfo=datetime.timezone.utc)}
-    assert fleet.patch_state_summary(state) == {
-        "missing": 4, "failed": 1, "installed": 10, "installed_pending_reboot": 2, "installed_rejected": 0, "not_applicable": 7,
-        "critical_non_compliant": 1, "security_non_compliant": 3, "operation": "Install", "operation_end_time": "2024-05-01T12:00:00+00:00"}
+def test_patch_state_is_the_readers_record_or_empty():
+    state = readers.patch_state_record({"InstanceId": "i-1", "MissingCount": 4, "Operation": "Install"})
+    assert fleet.host_vars(instance(), "us-east-1", None, patch_state=state)["patch_state"] == state
     assert fleet.host_vars(instance(), "us-east-1", None, patch_state={})["patch_state"] == {}
 
 
@@ -162,10 +162,10 @@ def test_describe_instances_follows_next_token_and_records_the_owner():
                           {"Filters": filters, "MaxResults": 5})
         stub.add_response("describe_instances", {"Reservations": [_reservation("111111111111", ids(1, 2))]},
                           {"Filters": filters, "MaxResults": 5, "NextToken": "t1"})
-        pages = list(fleet.instance_pages(ec2, filters, page_size=5))
+        pages = list(readers.instance_pages(ec2, filters, page_size=5))
         stub.assert_no_pending_responses()
     assert [len(p) for p in pages] == [2, 1]
-    assert all(i["OwnerId"] == "111111111111" for p in pages for i in p)
+    assert all(i["account_id"] == "111111111111" for p in pages for i in p)
 
 
 def test_select_instances_is_the_union_of_includes_minus_excludes():
@@ -181,36 +181,8 @@ def test_select_instances_is_the_union_of_includes_minus_excludes():
                           {"Filters": fleet.instance_filters({"tag:Role": "db"}), "MaxResults": 1000})
         result = fleet.select_instances(ec2, [{"tag:Role": "web"}, {"tag:Role": "db"}], [{"tag:skip": "true"}], on_selected=seen.append)
         stub.assert_no_pending_responses()
-    assert [i["InstanceId"] for i in result] == [a, b, d]
+    assert [i["instance_id"] for i in result] == [a, b, d]
     assert seen == [[b, a], [d]]  # each id is handed to SSM once, as soon as its page arrives
-
-
-def test_ssm_information_asks_for_at_most_50_ids_per_call():
-    ssm = boto3.client("ssm", region_name="us-east-1", aws_access_key_id="a", aws_secret_access_key="b")
-    all_ids = ids(120)
-    with Stubber(ssm) as stub:
-        for batch in (all_ids[:50], all_ids[50:100], all_ids[100:]):
-            stub.add_response("describe_instance_information",
-                              {"InstanceInformationList": [dict(LINUX, InstanceId=i) for i in batch[:-1]]},
-                              {"Filters": [{"Key": "InstanceIds", "Values": batch}], "MaxResults": 50})
-        info = fleet.ssm_information(ssm, all_ids)
-        stub.assert_no_pending_responses()
-    assert len(info) == 117 and all_ids[49] not in info
-
-
-def test_patch_states_are_read_50_ids_at_a_time():
-    ssm = boto3.client("ssm", region_name="us-east-1", aws_access_key_id="a", aws_secret_access_key="b")
-    all_ids = ids(60)
-    now = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
-    state = {"PatchGroup": "web", "BaselineId": "pb-0123456789abcdef0", "OperationStartTime": now, "OperationEndTime": now, "Operation": "Scan"}
-    with Stubber(ssm) as stub:
-        for batch in (all_ids[:50], all_ids[50:]):
-            stub.add_response("describe_instance_patch_states",
-                              {"InstancePatchStates": [dict(state, InstanceId=i, MissingCount=2) for i in batch]},
-                              {"InstanceIds": batch, "MaxResults": 50})
-        states = fleet.patch_states(ssm, all_ids)
-        stub.assert_no_pending_responses()
-    assert len(states) == 60 and states[all_ids[55]]["missing"] == 2 and states[all_ids[0]]["operation"] == "Scan"
 
 
 class FakeSsm:
@@ -222,13 +194,24 @@ class FakeSsm:
         self.fail_on = fail_on
         self.lock = threading.Lock()
 
+    def get_paginator(self, operation):
+        """One page per call, like AWS for a batch of at most 50 ids with MaxResults 50."""
+        fake = self
+
+        class Paginator:  # pylint: disable=too-few-public-methods
+            @staticmethod
+            def paginate(**params):
+                yield getattr(fake, operation)(**params)
+
+        return Paginator()
+
     def describe_instance_information(self, Filters, MaxResults):  # noqa: N803 (boto3 names)
         batch = Filters[0]["Values"]
         with self.lock:
             self.calls.append(("info", list(batch)))
         if self.fail_on in batch:
             raise RuntimeError("boom")
-        return {"InstanceInformationList": [dict(LINUX, InstanceId=i) for i in batch if i not in self.unmanaged]}
+        return {"InstanceInformationList": [dict(LINUX_INFO, InstanceId=i) for i in batch if i not in self.unmanaged]}
 
     def describe_instance_patch_states(self, InstanceIds, MaxResults):  # noqa: N803
         with self.lock:

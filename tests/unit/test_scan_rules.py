@@ -2,7 +2,9 @@
 
 import pytest
 
-from ansible_collections.cms.patching.plugins.module_utils.scan import build_instance, ec2_filter_list, ineligibility_reasons, scan_summary
+from ansible_collections.cms.patching.plugins.module_utils.readers import agent_record, instance_record
+from ansible_collections.cms.patching.plugins.module_utils.scan import build_instance as build_from_records
+from ansible_collections.cms.patching.plugins.module_utils.scan import ec2_filter_list, ineligibility_reasons, scan_summary
 
 EXCLUDE = {"cms-patching:exclude": "true"}
 
@@ -14,6 +16,11 @@ def raw(state="running", tags=None, root="ebs", platform=None):
     if platform:
         item["Platform"] = platform
     return item
+
+
+def build_instance(item, region, info=None):
+    """An Instance from raw DescribeInstances/DescribeInstanceInformation entries, through the readers' records."""
+    return build_from_records(instance_record(item), region, agent_record(info) if info else None)
 
 
 ONLINE = {"PingStatus": "Online", "PlatformType": "Linux", "PlatformName": "Amazon Linux", "AgentVersion": "3.3"}
@@ -43,6 +50,25 @@ def test_asg_members_allowed_on_request():
 def test_platform_falls_back_to_ec2_and_patch_group_tag_variants():
     instance = build_instance(raw(platform="windows", tags={"PatchGroup": "db"}), "eu-west-1")
     assert (instance.platform, instance.patch_group, instance.account_id, instance.ebs_volumes) == ("windows", "db", "123456789012", ["vol-1"])
+
+
+@pytest.mark.parametrize("tags, groups, reasons", [
+    ({"Patch Group": "web"}, ["web"], []),
+    ({"PatchGroup": "db"}, "web, db", []),
+    ({"Patch Group": "app"}, ["web"], ["not_in_patch_group"]),
+    ({}, ["web"], ["not_in_patch_group"]),
+    ({"Patch Group": "app", **EXCLUDE}, ["web"], ["excluded_by_tag", "not_in_patch_group"]),
+    ({}, [], []),
+])
+def test_outside_the_patch_groups_is_a_reason_not_a_drop(tags, groups, reasons):
+    instance = build_instance(raw(tags=tags), "us-east-1", ONLINE)
+    assert ineligibility_reasons(instance, EXCLUDE, patch_groups=groups) == reasons
+
+
+def test_unmanaged_instance_has_null_ssm_facts():
+    instance = build_instance(raw(), "us-east-1")
+    assert instance.ssm["ping_status"] is None and set(instance.ssm) == {"ping_status", "platform_type", "platform_name",
+                                                                          "platform_version", "agent_version", "last_ping"}
 
 
 def test_filters_take_scalars_and_lists():

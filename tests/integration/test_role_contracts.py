@@ -77,8 +77,8 @@ def test_the_lock_step_publishes_which_hosts_this_run_holds_and_which_another_ru
          "delegate_to": "localhost", "run_once": True},
     ])
     run_id = f"contract-{uuid.uuid4().hex[:8]}"
-    proc = run_playbook(path, sim.env, inventory=inventory, extra_vars={"cms_patching_run_id": run_id,
-                                                                         "cms_patching_report_dir": str(tmp_path / "reports")})
+    run_vars = {"cms_patching_run_id": run_id, "cms_patching_report_dir": str(tmp_path / "reports")}
+    proc = run_playbook(path, sim.env, inventory=inventory, extra_vars=run_vars)
     assert proc.returncode == 0, proc.stdout[-3000:]
     outputs = json.loads(out.read_text())
     assert outputs == {"held": sorted(ids[1:]), "other": [ids[0]], "skipped": [ids[0]]}
@@ -89,8 +89,7 @@ def test_the_lock_step_publishes_which_hosts_this_run_holds_and_which_another_ru
         {"name": "Fix the run id", "ansible.builtin.include_role": {"name": "cms.patching.run_context"}, "run_once": True},
         include("unlock", run_context_unlock_hosts="{{ ansible_play_hosts }}"),
     ])
-    proc = run_playbook(path, sim.env, inventory=inventory, extra_vars={"cms_patching_run_id": run_id,
-                                                                         "cms_patching_report_dir": str(tmp_path / "reports")})
+    proc = run_playbook(path, sim.env, inventory=inventory, extra_vars=run_vars)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert held_locks(sim, ids) == {ids[0]: "other-run"}
 

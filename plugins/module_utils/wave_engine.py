@@ -30,6 +30,8 @@ from ansible_collections.cms.patching.plugins.module_utils.ssm_options import re
 from ansible_collections.cms.patching.plugins.module_utils.waves import PATCH_OK, by_id, needs_rollback, passed, wave_entries
 
 STEPS = ("gate", "precheck", "patch", "restart", "health", "rollback")
+MODES = ("patch", "restore")
+DEFAULT_MAX_AGE_HOURS = 24  # mode=patch; mode=restore takes a backup of any age unless told otherwise
 COMMAND_STEPS = {"precheck": "precheck_commands", "restart": "restart_services", "health": "health_checks"}
 # What counts as passing each step (check mode's would_run / would_restore pass too: a dry run shows the plan).
 STEP_OK = {"precheck": ("success",), "patch": PATCH_OK, "restart": ("success",), "health": ("success",),
@@ -74,6 +76,8 @@ def validate(params):
     no_region = [i["instance_id"] for i in instances if not i["region"]]
     if no_region:
         raise PatchingError(f"no region for {', '.join(no_region)}: give each instance a region, or the region option")
+    if params.get("mode", "patch") not in MODES:
+        raise PatchingError(f"unknown mode {params.get('mode')!r}: use one of {', '.join(MODES)}")
     require_positive(params, ("command_timeout", "rollback_timeout", "max_backup_age_hours", "partition_concurrency"))
     validate_patch(dict(patch_params(params, ids, "x"), snapshot_id=params.get("snapshot_id")))
     for step in COMMAND_STEPS:
@@ -151,10 +155,13 @@ class AwsSteps:
 
     def command(self, clients, params, check_mode):
         # SendCommand goes through a client that never retries by itself: the runner retries it without duplicates.
-        return run_commands(clients.get("ssm"), params, check_mode, self.clock, self.sleep, clients.get("ssm", max_attempts=1))["results"]
+        # The EC2 client tells an instance EC2 does not know (not_found) from one SSM does not know (undeliverable).
+        return run_commands(clients.get("ssm"), params, check_mode, self.clock, self.sleep, clients.get("ssm", max_attempts=1),
+                            ec2=clients.get("ec2"))["results"]
 
     def patch(self, clients, params, check_mode):
-        return run_patch(clients.get("ssm"), params, check_mode, self.clock, self.sleep, clients.get("ssm", max_attempts=1))["results"]
+        return run_patch(clients.get("ssm"), params, check_mode, self.clock, self.sleep, clients.get("ssm", max_attempts=1),
+                         ec2=clients.get("ec2"))["results"]
 
     def restore(self, clients, params, check_mode):
         return run_restore(clients.get("ec2"), clients.get("ssm"), params, check_mode, self.clock, self.sleep)["results"]
@@ -176,6 +183,10 @@ class Wave:
         self.steps = steps
         self.now = now
         self.run_id = resolve_run_id(params.get("run_id"))
+        self.mode = params.get("mode") or "patch"
+        self.max_age_hours = params.get("max_backup_age_hours")
+        if self.max_age_hours is None and self.mode == "patch":
+            self.max_age_hours = DEFAULT_MAX_AGE_HOURS
         self.snapshot_id = params.get("snapshot_id") or str(uuid.uuid4())  # one for the whole wave: one patch set
         self.wave_time = now().strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -194,6 +205,8 @@ class Partition:
         self.tag_errors = []
 
     def run(self):
+        if self.wave.mode == "restore":
+            return self.run_restore_only()
         gate = self.step("gate", self.ids, self.run_gate)
         gated = [g["instance_id"] for g in gate]
         self.run_commands("precheck", gated)
@@ -209,6 +222,15 @@ class Partition:
         entries = self.entries()
         if self.wave.params["status_tags"] and not self.wave.check_mode:
             self.tag(entries)
+        return entries
+
+    def run_restore_only(self):
+        """mode=restore (playbooks/rollback.yml): every instance with a verified backup is restored from its newest one."""
+        gate = self.step("gate", self.ids, self.run_gate)
+        self.step("rollback", [g for g in gate if g["image_id"]], self.run_rollback)
+        entries = [restore_entry(iid, by_id(self.results["rollback"]).get(iid)) for iid in self.ids]
+        for entry in entries:
+            entry["steps"] = self.step_record(entry["instance_id"])
         return entries
 
     def step(self, name, todo, runner):
@@ -233,10 +255,13 @@ class Partition:
 
     def run_gate(self, ids):
         """Instances that pass the gate, each with the image a rollback would restore (None: no rollback possible)."""
-        found = self.wave.steps.gate(self.clients, ids, self.wave.params["max_backup_age_hours"])
+        found = self.wave.steps.gate(self.clients, ids, self.wave.max_age_hours)
         gate = []
         for iid in ids:
             image = (found.get(iid) or {}).get("image_id")
+            if self.wave.mode == "restore":
+                gate += [{"instance_id": iid, "image_id": image}] if image else []
+                continue
             # In check mode nothing was backed up: what the backup phase would back up passes, so a dry run shows the
             # whole plan. require_backup: false is the explicit override: patch without a backup (and no rollback).
             if image or (self.wave.check_mode and self.instances[iid]["backup_planned"]) or not self.wave.params["require_backup"]:
@@ -293,6 +318,19 @@ class Partition:
                 self.tag_errors.append(str(e) if isinstance(e, PatchingError) else aws_error_message(e, "ec2:CreateTags"))
 
 
+def restore_entry(iid, restored):
+    """Report entry of a mode=restore instance: rolled_back, failed (rollback_failed / no_verified_backup) or planned."""
+    if restored is None:
+        return {"instance_id": iid, "final_status": "failed", "reason": "no_verified_backup", "rollback": {"performed": False}}
+    entry = {"instance_id": iid, "rollback": {"performed": True, "status": restored.get("status"), "image_id": restored.get("image_id"),
+                                              "error": restored.get("error")}}
+    if restored.get("status") == "succeeded":
+        entry["final_status"] = "rolled_back"
+    elif restored.get("status") != "would_restore":
+        entry.update(final_status="failed", reason="rollback_failed")
+    return entry
+
+
 def passed_or_skipped(ids, results, ok):
     """`ids` that passed a step, or had nothing to run in it."""
     ran = by_id(results)
@@ -335,17 +373,25 @@ def wave_result(wave, parts, entries):
     tag_errors = [e for p in parts for e in p.tag_errors]
     sent = any(r.get("command_id") for p in parts for step in ("patch", "restart", "rollback") for r in p.results[step])
     restored = any(r.get("task_id") for p in parts for r in p.results["rollback"])
-    would = wave.check_mode and any(r.get("outcome") == "would_run" for p in parts for r in p.results["patch"])
+    would = wave.check_mode and any(r.get("outcome") == "would_run" or r.get("status") == "would_restore"
+                                    for p in parts for step in ("patch", "rollback") for r in p.results[step])
     return dict(
-        changed=bool(sent or restored or would or (not wave.check_mode and entries and wave.params["status_tags"])),
-        run_id=wave.run_id, snapshot_id=wave.snapshot_id, wave_time=wave.wave_time,
+        changed=bool(sent or restored or would or (wave.mode == "patch" and not wave.check_mode and entries and wave.params["status_tags"])),
+        mode=wave.mode, run_id=wave.run_id, snapshot_id=wave.snapshot_id, wave_time=wave.wave_time,
         results=entries,
-        outcomes={e["instance_id"]: {k: e.get(k) for k in ("final_status", "reason", "failed_step")} for e in entries},
+        outcomes={e["instance_id"]: dict({k: e.get(k) for k in ("final_status", "reason", "failed_step")}, error=first_error(e))
+                  for e in entries},
         summary=summary(parts, entries),
         partitions=[dict(account_id=p.instances[p.ids[0]]["account_id"], region=p.instances[p.ids[0]]["region"],
                          instance_count=len(p.ids), errors=dict(p.errors)) for p in parts],
         tag_errors=tag_errors,
     )
+
+
+def first_error(entry):
+    """The error of the step the instance failed at (the last step with one), or None."""
+    errors = [step.get("error") for step in (entry.get("steps") or {}).values() if step.get("error")]
+    return errors[-1] if errors else None
 
 
 def summary(parts, entries):
@@ -378,9 +424,10 @@ def no_success_message(result, check_mode, shown=5):
     if not entries:
         return None
     if check_mode:
-        if any((e.get("patch") or {}).get("outcome") == "would_run" for e in entries):
+        if any((e.get("patch") or {}).get("outcome") == "would_run" or (e.get("rollback") or {}).get("status") == "would_restore"
+               for e in entries):
             return None
-    elif any(e.get("final_status") == "patched" for e in entries):
+    elif any(e.get("final_status") == ("rolled_back" if result.get("mode") == "restore" else "patched") for e in entries):
         return None
     groups = {}
     for entry in entries:

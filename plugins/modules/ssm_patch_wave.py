@@ -25,6 +25,9 @@ description:
     C(cms-patching:run-id) (one C(CreateTags) per status and partition), unless O(status_tags=false).
   - When no instance succeeded the module fails with one line that sums up the instances' reasons; the per-instance
     results are still returned. O(fail_on_no_success=false) turns this off (the patching role fails hosts one by one instead).
+  - "O(mode=restore) (C(playbooks/rollback.yml)) only restores: every instance with a verified backup (of any age unless
+    O(max_backup_age_hours) is set) gets its root volume replaced from its newest one; one without ends V(failed) with
+    reason V(no_verified_backup). Nothing is patched or tagged."
   - Check mode sends nothing and tags nothing; it reads the backups and agents and reports what each step would run
     (V(would_run)); instances the backup phase would back up (O(instances[].backup_planned)) pass the gate.
 options:
@@ -70,14 +73,18 @@ options:
         description: In check mode, let the instance pass the gate without a backup (the backup phase would make one).
         type: bool
         default: false
+  mode:
+    description: V(patch) runs the whole wave; V(restore) only restores every instance from its newest verified backup.
+    type: str
+    choices: [patch, restore]
+    default: patch
   require_backup:
     description: Only patch instances with a verified backup. V(false) patches the others too, without rollback.
     type: bool
     default: true
   max_backup_age_hours:
-    description: A backup older than this does not pass the gate.
+    description: A backup older than this does not pass the gate. Default 24 with O(mode=patch), any age with O(mode=restore).
     type: float
-    default: 24
   rollback:
     description: Replace the root volume from the pre-patch AMI of every instance that failed after the patch command ran.
     type: bool
@@ -98,10 +105,6 @@ options:
     description: How many partitions (account x region x role) run at the same time.
     type: int
     default: 8
-  fail_on_no_success:
-    description: Fail the module when no instance succeeded (see the description).
-    type: bool
-    default: true
   run_id:
     description:
       - Identifier of the run, in every command's C(Comment) and in the status tags.
@@ -194,6 +197,7 @@ extends_documentation_fragment:
   - amazon.aws.region.modules
   - amazon.aws.boto3
   - cms.patching.assume_role
+  - cms.patching.results
 author:
   - cms.patching contributors (@cms-patching)
 """
@@ -234,7 +238,7 @@ results:
           C(started_at) and C(ended_at) (ISO 8601 UTC, the partition's step), C(outcome) and C(error)."
       type: dict
 outcomes:
-  description: "C(final_status), C(reason) and C(failed_step) by instance id."
+  description: "C(final_status), C(reason), C(failed_step) and C(error) (of the step it failed at) by instance id."
   returned: always
   type: dict
 summary:
@@ -251,12 +255,13 @@ tag_errors: {description: Status tags that could not be written., returned: alwa
 run_id: {description: The run id., returned: always, type: str}
 snapshot_id: {description: The C(SnapshotId) GUID sent to every instance., returned: always, type: str}
 wave_time: {description: The wave's time in the C(cms-patching:last-patched-at) tag., returned: always, type: str}
+mode: {description: O(mode)., returned: always, type: str}
 """
 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
 from ansible_collections.cms.patching.plugins.module_utils.aws import ASSUME_ROLE_ARGS, AwsSession, validate_region
-from ansible_collections.cms.patching.plugins.module_utils.errors import exit_with, one_line
+from ansible_collections.cms.patching.plugins.module_utils.errors import RESULT_ARGS, exit_with
 from ansible_collections.cms.patching.plugins.module_utils.ssm_options import RUNNER_ARGS
 from ansible_collections.cms.patching.plugins.module_utils.wave_engine import no_success_message, partitions, run_wave, validate
 
@@ -274,9 +279,6 @@ def wave(module):
     result = run_wave(params, module.check_mode, session_for)
     for error in result["tag_errors"]:
         module.warn(error)
-    message = no_success_message(result, module.check_mode) if params["fail_on_no_success"] else None
-    if message:
-        module.fail_json(msg=one_line(message), **result)
     return result
 
 
@@ -295,14 +297,14 @@ def main():
             health_checks=dict(type="list", elements="str"),
             backup_planned=dict(type="bool", default=False),
         )),
+        mode=dict(type="str", choices=["patch", "restore"], default="patch"),
         require_backup=dict(type="bool", default=True),
-        max_backup_age_hours=dict(type="float", default=24.0),
+        max_backup_age_hours=dict(type="float"),
         rollback=dict(type="bool", default=True),
         rollback_timeout=dict(type="int", default=1800),
         command_timeout=dict(type="int", default=600),
         status_tags=dict(type="bool", default=True),
         partition_concurrency=dict(type="int", default=8),
-        fail_on_no_success=dict(type="bool", default=True),
         snapshot_id=dict(type="str"),
         operation=dict(type="str", choices=["Install", "Scan"], default="Install"),
         reboot_option=dict(type="str", choices=["RebootIfNeeded", "NoReboot"], default="RebootIfNeeded"),
@@ -317,10 +319,11 @@ def main():
         agent_check_interval=dict(type="float", default=60.0),
         **runner_args,
         **ASSUME_ROLE_ARGS,
+        **RESULT_ARGS,
     )
     module = AnsibleAWSModule(argument_spec=argument_spec, supports_check_mode=True,
                               mutually_exclusive=[("install_override_list", "baseline_override")])
-    exit_with(module, "ssm_patch_wave", wave)
+    exit_with(module, "ssm_patch_wave", wave, judge=lambda result: no_success_message(result, module.check_mode))
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ class FakeSteps:
             raise self.fail[(step, region)]
 
     def gate(self, clients, ids, max_age_hours):
+        self.max_age_hours = max_age_hours
         with self._lock:
             self.active += 1
             self.max_active = max(self.max_active, self.active)
@@ -296,3 +297,26 @@ def test_bad_options_are_refused_before_any_session():
         wave([instance(1, region=None)], FakeSteps(), region=None)
     with pytest.raises(PatchingError, match="command_timeout"):
         wave([instance(1)], FakeSteps(), command_timeout=0)
+
+
+def test_restore_mode_only_restores_from_the_newest_backup_of_any_age():
+    steps = FakeSteps({iid(2): {"backup": False}, iid(3): {"rollback": "failed"}})
+    p = params([instance(1), instance(2), instance(3)], mode="restore", max_backup_age_hours=None)
+    result = run_wave(p, False, Session, steps=steps, now=Clock())
+    assert steps.max_age_hours is None  # any age, unless told otherwise
+    assert [c[0] for c in steps.calls] == ["gate", "rollback"] and steps.calls[1][2] == [iid(1), iid(3)]
+    assert not steps.tags
+    outcomes = result["outcomes"]
+    assert (outcomes[iid(1)]["final_status"], outcomes[iid(1)]["reason"]) == ("rolled_back", None)
+    assert (outcomes[iid(2)]["final_status"], outcomes[iid(2)]["reason"]) == ("failed", "no_verified_backup")
+    assert (outcomes[iid(3)]["final_status"], outcomes[iid(3)]["reason"]) == ("failed", "rollback_failed")
+    assert [e["rollback"]["performed"] for e in result["results"]] == [True, False, True]
+    assert no_success_message(result, False) is None  # a restored instance is the success of a restore
+    patch_mode = run_wave(params([instance(1)]), False, Session, steps=FakeSteps(), now=Clock())
+    assert patch_mode["mode"] == "patch"
+
+
+def test_patch_mode_gate_defaults_to_a_day():
+    steps = FakeSteps()
+    run_wave(params([instance(1)], max_backup_age_hours=None), False, Session, steps=steps, now=Clock())
+    assert steps.max_age_hours == 24

@@ -320,3 +320,10 @@ def test_patch_mode_gate_defaults_to_a_day():
     steps = FakeSteps()
     run_wave(params([instance(1)], max_backup_age_hours=None), False, Session, steps=steps, now=Clock())
     assert steps.max_age_hours == 24
+
+
+def test_the_wave_line_the_patch_summary_callback_prints():
+    from ansible_collections.cms.patching.plugins.callback.patch_summary import wave_line  # pylint: disable=import-outside-toplevel
+    result, _s = wave([instance(1), instance(2)], FakeSteps({iid(2): {"precheck": "failed"}}))
+    assert wave_line(result["summary"]) == ("wave of 2: gate 2 passed; precheck 1 passed, 1 failed; patch 1 passed; restart 1 passed; "
+                                            "health 1 passed => failed=1, patched=1")

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from ansible_collections.cms.patching.plugins.module_utils import readers
 from ansible_collections.cms.patching.plugins.module_utils import tags as T
 from ansible_collections.cms.patching.plugins.module_utils.backup_naming import parse_time, utc_now
 from ansible_collections.cms.patching.plugins.module_utils.batching import EC2_ID_BATCH, chunked, paginate
@@ -28,16 +29,12 @@ def aws_call(action, subject, func, *args, **kwargs):
 
 
 def describe_instances(ec2, instance_ids):
-    """{instance_id: raw instance} for the ids that exist (filters, not InstanceIds, so one unknown id fails nothing)."""
-    found = {}
-    for chunk in chunked(instance_ids, EC2_ID_BATCH):
-        reservations = aws_call("ec2:DescribeInstances", None, paginate, ec2, "describe_instances", "Reservations",
-                                Filters=[{"Name": "instance-id", "Values": chunk}])
-        for reservation in reservations:
-            for instance in reservation.get("Instances", []):
-                if instance.get("State", {}).get("Name") not in GONE_INSTANCE_STATES:
-                    found[instance["InstanceId"]] = instance
-    return found
+    """{instance_id: instance record (readers.py)} for the ids that exist and are not going away.
+
+    The shared reader asks by instance-id filter, not InstanceIds, so one unknown id fails nothing.
+    """
+    records = aws_call("ec2:DescribeInstances", None, readers.read_instances, ec2, instance_ids)
+    return {r["instance_id"]: r for r in records if r["state"] not in GONE_INSTANCE_STATES}
 
 
 def require_instances(ec2, instance_ids):
@@ -50,12 +47,17 @@ def require_instances(ec2, instance_ids):
 
 
 def instance_volumes(instance):
-    """[(device_name, volume_id)] of the instance's EBS volumes: what a backup must cover."""
-    return [(m.get("DeviceName"), m["Ebs"]["VolumeId"]) for m in instance.get("BlockDeviceMappings", []) if m.get("Ebs", {}).get("VolumeId")]
+    """[(device_name, volume_id)] of the instance record's EBS volumes: what a backup must cover."""
+    return [(v["device_name"], v["volume_id"]) for v in instance["volumes"]]
 
 
 def name_tag(instance):
-    return T.tag_dict(instance.get("Tags")).get("Name")
+    return instance["name"]
+
+
+def ebs_backed(instance):
+    """An instance record whose root device is EBS (or not stated): only those can be imaged with their volumes."""
+    return (instance.get("root_device_type") or "ebs") == "ebs"
 
 
 def image_record(image):

@@ -12,8 +12,8 @@ from __future__ import annotations
 from ansible_collections.cms.patching.plugins.module_utils import backup_naming as N
 from ansible_collections.cms.patching.plugins.module_utils import tags as T
 from ansible_collections.cms.patching.plugins.module_utils.backup import (
-    age_hours, aws_call, by_instance, describe_managed_images, image_record, instance_volumes, name_tag, newest_verified, require_instances,
-    sort_key,
+    age_hours, aws_call, by_instance, describe_managed_images, ebs_backed, image_record, instance_volumes, name_tag, newest_verified,
+    require_instances, sort_key,
 )
 from ansible_collections.cms.patching.plugins.module_utils.backup_retention import prune_images, select_for_retention, sweep_orphaned_snapshots
 from ansible_collections.cms.patching.plugins.module_utils.backup_verify import FAILED, FAILED_IMAGE_STATES, VERIFIED, Job, covers_devices, run_jobs
@@ -182,7 +182,7 @@ def run_backup(ec2, params, check_mode=False, sleep=None):
 def _decide(instance_id, instance, records, params, run_id, now):
     """A finished entry (reused, or failed before creating) or a Job to run."""
     volumes = instance_volumes(instance)
-    if instance.get("RootDeviceType", "ebs") != "ebs":
+    if not ebs_backed(instance):
         return _entry(instance_id, None, "failed", error=f"{instance_id} has an instance-store root device; only EBS-backed instances can be imaged")
     action, record = plan_instance(records, run_id, volumes, params["max_age_hours"], params["wait_timeout"], now)
     if action == "reuse":

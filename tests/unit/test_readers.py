@@ -168,3 +168,20 @@ def test_ec2_platform(fields, platform):
 ])
 def test_one_patch_group_rule(group, groups, outside):
     assert R.outside_patch_groups(group, groups) is outside
+
+
+# --- the backup's reads ------------------------------------------------------------------------------------------
+
+def test_backup_reads_instance_records_and_leaves_out_instances_going_away():
+    from ansible_collections.cms.patching.plugins.module_utils import backup  # pylint: disable=import-outside-toplevel
+    ec2 = client("ec2")
+    wanted = ids(3)
+    with Stubber(ec2) as stub:
+        stub.add_response("describe_instances", {"Reservations": [{"OwnerId": "111111111111", "Instances": [
+            raw(wanted[0]), raw(wanted[1], State={"Name": "shutting-down"}), raw(wanted[2], RootDeviceType="instance-store")]}]},
+            {"Filters": [{"Name": "instance-id", "Values": wanted}]})
+        found = backup.describe_instances(ec2, wanted)
+        stub.assert_no_pending_responses()
+    assert sorted(found) == [wanted[0], wanted[2]]
+    assert backup.instance_volumes(found[wanted[0]]) == [("/dev/xvda", "vol-1")] and backup.name_tag(found[wanted[0]]) == "web-1"
+    assert backup.ebs_backed(found[wanted[0]]) and not backup.ebs_backed(found[wanted[2]])

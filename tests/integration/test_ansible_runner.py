@@ -223,5 +223,5 @@ def test_without_jinja_in_extra_vars_a_sliced_job_stops_before_any_aws_call(flee
     proc, _artifacts, events = run_like_awx(pdd, "601")
     assert proc.returncode != 0
     failed = [e["event_data"]["task"] for e in events if e["event"] == "runner_on_failed"]
-    assert failed == ["Check the run id can name a report directory"], failed
+    assert failed == ["Check the run id before any change (the rule every module applies)"], failed
     assert not sim.stats()["calls"]

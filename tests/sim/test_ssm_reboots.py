@@ -59,7 +59,7 @@ def _watch(ssm, cmd_id, iid, timeout=15.0):
 
 
 def test_install_needing_a_reboot_stays_in_progress_through_it(sim):
-    sim.config(command_s=0.3, reboot_s=1.5)
+    sim.config(command_s=0.3, reboot_s=1.5, ping_interval_s=0.1)
     iid = sim.ids(missing=4)[0]
     ssm = sim.client("ssm")
     installed = _patch(ssm, iid)["InstalledCount"]
@@ -68,8 +68,9 @@ def test_install_needing_a_reboot_stays_in_progress_through_it(sim):
     assert seen[-1][0] == "Success"
     rebooting = [s for s in seen if s[1] == "ConnectionLost"]
     assert rebooting, seen
-    # The agent is away while the command is still InProgress; LastPingDateTime stays at the reboot's start and
-    # compliance is not reported before the post-reboot run ends.
+    # The agent is away while the command is still InProgress; LastPingDateTime stays at its last periodic ping before
+    # the reboot (one falls inside command_s: ping_interval_s is shorter) and compliance is not reported before the
+    # post-reboot run ends.
     assert "InProgress" in {s[0] for s in rebooting} and "Success" not in {s[0] for s in rebooting[:-1]}
     assert len({s[2] for s in rebooting}) == 1 and rebooting[0][2] >= cmd["RequestedDateTime"]
     assert {s[3] for s in seen[:-1]} == {4}
@@ -94,7 +95,7 @@ def test_install_with_nothing_to_install_does_not_reboot(sim):
 
 
 def test_reboot_hang_keeps_the_invocation_in_progress_until_cancelled(sim):
-    sim.config(command_s=0.2, reboot_s=0.2)
+    sim.config(command_s=0.2, reboot_s=0.2, ping_interval_s=0.1)
     iid = sim.ids(faults=["reboot-hang"], missing=3)[0]
     ssm = sim.client("ssm")
     cmd = _send(ssm, [iid], _install())
@@ -103,7 +104,7 @@ def test_reboot_hang_keeps_the_invocation_in_progress_until_cancelled(sim):
     time.sleep(1.0)  # more than five times command_s + reboot_s: a returning agent would have finished by now
     assert _invocation(ssm, cmd["CommandId"], iid)["Status"] == "InProgress"
     assert ssm.list_commands(CommandId=cmd["CommandId"])["Commands"][0]["Status"] == "InProgress"
-    assert _agent(ssm, iid) == first  # LastPingDateTime frozen at the reboot's start
+    assert _agent(ssm, iid) == first  # LastPingDateTime frozen at the last ping before the reboot
     assert _patch(ssm, iid)["MissingCount"] == 3
     ssm.cancel_command(CommandId=cmd["CommandId"], InstanceIds=[iid])
     assert wait_for(lambda: _invocation(ssm, cmd["CommandId"], iid)["Status"] == "Cancelled", 5)
@@ -151,6 +152,49 @@ def test_install_without_override_still_reports_compliance(sim):
     state = _patch(ssm, iid)
     assert (state["MissingCount"], state["InstalledPendingRebootCount"], state["Operation"]) == (0, 3, "Install")
     assert "InstalledPendingReboot" not in _invocation(ssm, cmd["CommandId"], iid)["CommandPlugins"][0]["Output"]
+
+
+def _pings(ssm, iid, seconds):
+    """(local read time, LastPingDateTime) of every read over `seconds` of polling."""
+    seen, end = [], time.time() + seconds
+    while time.time() < end:
+        seen.append((time.time(), _agent(ssm, iid)[1].timestamp()))
+        time.sleep(0.05)
+    return seen
+
+
+def test_last_ping_of_a_healthy_agent_moves_in_steps_of_the_ping_interval(sim):
+    sim.config(ping_interval_s=0.5)
+    iid = sim.ids()[0]
+    ssm = sim.client("ssm")
+    seen = _pings(ssm, iid, 1.6)
+    pings = sorted({last for _, last in seen})
+    # It does not advance between pings: far fewer distinct values than reads, one interval apart.
+    assert len(seen) >= 10 and 3 <= len(pings) <= 5, pings
+    assert all(abs((b - a) - 0.5) < 0.002 for a, b in zip(pings, pings[1:])), pings
+    # Never in the future of the read and never more than one interval old.
+    assert all(-0.5 - 0.05 <= last - read <= 0.05 for read, last in seen), seen
+
+
+def test_last_ping_stays_at_the_agents_start_within_the_default_interval(sim):
+    iid = sim.ids()[0]  # default ping_interval_s: 300 s, as the agent's health check on AWS
+    ssm = sim.client("ssm")
+    seen = _pings(ssm, iid, 0.6)
+    assert len({last for _, last in seen}) == 1 and _agent(ssm, iid)[0] == "Online"
+
+
+def test_the_agent_pings_when_it_comes_back_from_a_reboot(sim):
+    sim.config(command_s=0.2, reboot_s=0.5)  # default ping interval: no periodic ping within the test
+    iid = sim.ids(missing=2)[0]
+    ssm = sim.client("ssm")
+    before = _agent(ssm, iid)[1]
+    cmd = _send(ssm, [iid], _install())
+    seen = _watch(ssm, cmd["CommandId"], iid)
+    assert seen[-1][0] == "Success"
+    assert {s[2] for s in seen if s[1] == "ConnectionLost"} == {before}  # no ping since launch before the reboot
+    plugin = _invocation(ssm, cmd["CommandId"], iid)["CommandPlugins"][0]
+    back = _agent(ssm, iid)[1]  # the start-up ping, at the reboot's end
+    assert back > before and back >= cmd["RequestedDateTime"] and back <= plugin["ResponseFinishDateTime"]
 
 
 GUID = "0f8fad5b-d9cb-469f-a165-70867728950e"

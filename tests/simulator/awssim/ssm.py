@@ -162,16 +162,31 @@ def timeline(instance, now: float) -> dict:
     return {"patch": reported, "disk": st, "reboots": reboots, "hang": hang, "in_reboot": in_reboot, "meta": meta}
 
 
+def _last_ping(instance, reboots: list, until: float) -> float:
+    """The agent's last health ping at or before `until` (botocore ssm model, LastPingDateTime: "when the agent last
+    pinged the Systems Manager service"). The agent pings when it starts (launch, or the end of its last reboot) and
+    then every ping_interval_s: amazon-ssm-agent's health check, Ssm.HealthFrequencyMinutes, 5 minutes by default. So
+    LastPingDateTime moves in steps and a healthy agent may look up to one interval silent. 0: a ping on every read
+    (not AWS; a test knob)."""
+    interval = state.ACCOUNTING.setting("ping_interval_s")
+    if interval <= 0:
+        return until
+    start = max((w[1] for w in reboots if w[1] <= until), default=_launch(instance))
+    return start + math.floor(max(until - start, 0.0) / interval) * interval
+
+
 def ping_status(instance, now: float, tl: dict | None = None) -> tuple[str, float]:
     tl = tl or timeline(instance, now)
     if instance.state in ("terminated", "shutting-down"):
         return "Inactive", _launch(instance)
     last_reboot = max((w[0] for w in tl["reboots"] if w[0] <= now), default=_launch(instance))
-    if instance.state != "running" or "ssm-offline" in tl["meta"]["faults"] or tl["hang"]:
+    if instance.state != "running" or "ssm-offline" in tl["meta"]["faults"]:
         return "ConnectionLost", last_reboot
-    if tl["in_reboot"]:
-        return "ConnectionLost", tl["in_reboot"][0]
-    return "Online", now
+    if tl["hang"] or tl["in_reboot"]:
+        # The agent stops pinging when the reboot starts: its last ping is the last periodic one before that.
+        went = tl["in_reboot"][0] if tl["in_reboot"] else last_reboot
+        return "ConnectionLost", _last_ping(instance, tl["reboots"], went)
+    return "Online", _last_ping(instance, tl["reboots"], now)
 
 
 def _ec2(resp):

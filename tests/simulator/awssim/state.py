@@ -22,6 +22,10 @@ DEFAULTS["deregister_s"] = 0.2
 # send_drop_rate: share (0..1) of SendCommands that are accepted and then answered by a dropped connection (ssm.py).
 CONFIG_KEYS += ("send_drop_rate",)
 DEFAULTS["send_drop_rate"] = 0.0
+# ping_interval_s: seconds between an SSM agent's health pings, i.e. the steps of LastPingDateTime (ssm.py); 300 as on AWS.
+DURATION_KEYS += ("ping_interval_s",)
+CONFIG_KEYS += ("ping_interval_s",)
+DEFAULTS["ping_interval_s"] = 300.0
 # Keys whose value is a JSON document rather than a number. iam_policy: an identity-based policy enforced on every call
 # of the key (iam.py); null clears it.
 JSON_KEYS = ("iam_policy",)

@@ -16,6 +16,9 @@ _AKID_RE = re.compile(r"<AccessKeyId>([^<]+)</AccessKeyId>")
 _EXPIRATION_RE = re.compile(r"<Expiration>[^<]*</Expiration>")
 # STS API reference, AssumeRole: DurationSeconds 900..43200, default 3600 (the role's maximum session duration caps it).
 ASSUME_ROLE_DURATION = (900, 43200, 3600)
+# IAM user guide, "Methods to assume a role" / "Role chaining": a role assumed with assumed-role credentials gets at most
+# one hour; a longer DurationSeconds fails.
+ROLE_CHAINING_MAX_S = 3600
 # Access keys with this prefix are refused as AWS refuses unknown or revoked keys (tests of invalid credentials).
 INVALID_KEY_PREFIX = "AKIAINVALID"
 _AUTH_ERRORS = {  # service -> (HTTP status, code, message, protocol)
@@ -34,6 +37,19 @@ _EXPIRED_ERRORS = {  # service -> (HTTP status, code, message, protocol)
 }
 _EXPIRED_JSON = ("403 Forbidden", "ExpiredTokenException", "The security token included in the request is expired", "json")
 _S3_SUBRESOURCES = ("tagging", "versioning", "policy", "acl", "lifecycle", "encryption", "location", "uploads", "delete")
+
+
+def _role_max_session(role_arn: str, akid: str | None) -> float:
+    """The role's MaxSessionDuration (IAM API reference, Role: 3600..43200, default 3600): the sim's IAM role when it
+    holds one, else sts_role_max_session_s."""
+    parts = role_arn.split(":")
+    if len(parts) == 6 and parts[2] == "iam":
+        from moto.iam.models import iam_backends  # pylint: disable=import-outside-toplevel
+        if parts[4] in iam_backends:  # dict membership: does not create the account's backend
+            role = next((r for r in iam_backends[parts[4]]["global"].get_roles() if r.arn == role_arn), None)
+            if role is not None:
+                return float(role.max_session_duration or 3600)
+    return state.ACCOUNTING.setting("sts_role_max_session_s", akid)
 
 
 def _s3_action(method: str, path: str, query: dict) -> str:
@@ -183,6 +199,13 @@ class SimMiddleware:
             duration = -1
         if not low <= duration <= high:
             return self._validation_error(start_response, f"DurationSeconds must be between {low} and {high}")
+        # STS API reference, AssumeRole DurationSeconds: above the role's MaxSessionDuration fails with ValidationError.
+        if duration > _role_max_session((form.get("RoleArn") or [""])[0], parent):
+            return self._validation_error(
+                start_response, "The requested DurationSeconds exceeds the MaxSessionDuration set for this role.")
+        if parent in state.ACCOUNTING.expiry and duration > ROLE_CHAINING_MAX_S:  # the caller's key is an assumed role's
+            return self._validation_error(
+                start_response, "The requested DurationSeconds exceeds the 1 hour session limit for roles assumed by role chaining.")
         cap = state.ACCOUNTING.setting("sts_session_s", parent)
         ends = state.now() + (min(duration, cap) if cap > 0 else duration)
         captured = {}

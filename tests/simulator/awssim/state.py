@@ -26,6 +26,10 @@ DEFAULTS["send_drop_rate"] = 0.0
 DURATION_KEYS += ("ping_interval_s",)
 CONFIG_KEYS += ("ping_interval_s",)
 DEFAULTS["ping_interval_s"] = 300.0
+# sts_role_max_session_s: MaxSessionDuration of roles the sim's IAM does not hold (IAM API reference, CreateRole:
+# MaxSessionDuration 3600..43200, default 3600); AssumeRole refuses a longer DurationSeconds (middleware.py).
+CONFIG_KEYS += ("sts_role_max_session_s",)
+DEFAULTS["sts_role_max_session_s"] = 3600.0
 # Keys whose value is a JSON document rather than a number. iam_policy: an identity-based policy enforced on every call
 # of the key (iam.py); null clears it.
 JSON_KEYS = ("iam_policy",)

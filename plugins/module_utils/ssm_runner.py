@@ -60,6 +60,8 @@ class CommandRequest:
     cloudwatch_log_group: Optional[str] = None
     cloudwatch_enabled: bool = False
     strict_exit_code: bool = False  # shell documents: any plugin exit code != 0 fails the instance
+    # The caller judges a success on its stdout (BaselineOverride runs): read it whole (GetCommandInvocation), uncapped.
+    read_stdout: bool = False
 
 
 @dataclass
@@ -77,6 +79,8 @@ class SentCommand:
     states: Dict[str, tuple] = field(default_factory=dict)  # instance id -> (Status, StatusDetails)
     cancelled_at: Optional[float] = None
     cancelled: Dict[str, Optional[str]] = field(default_factory=dict)  # instance id -> Status when we cancelled it
+    # instance id -> why its state was unknown when we cancelled it (the read at the deadline failed, or none ever worked)
+    cancel_unread: Dict[str, str] = field(default_factory=dict)
     last_error: Optional[str] = None  # why the latest read of this command failed (None once a read succeeds)
     cancel_error: Optional[str] = None  # why our own CancelCommand failed: then no message may say it was sent
     lost: Dict[str, dict] = field(default_factory=dict)  # instance id -> {at, outcome, error}: its agent was lost (watch)
@@ -110,6 +114,8 @@ class SsmRunner:
         self.wallclock = wallclock or (lambda: datetime.now(timezone.utc))
         self.sent = []
         self.outputs_fetched = 0
+        # (command id, instance id) -> (stdout or None, read error) of successes of requests with read_stdout
+        self.stdout = {}
 
     def run(self, requests, watch=None):
         """Send every request (unless check mode) and, when config.wait, wait for every invocation; results by id."""
@@ -275,9 +281,15 @@ class SsmRunner:
         return cmd.cancelled_at is not None and self.clock() >= cmd.cancelled_at + self.cancel_grace
 
     def _cancel(self, cmd):
-        """Deadline passed: cancel the invocations still open, remembering whether each had even been delivered."""
+        """Deadline passed: cancel the invocations still open, remembering whether each had even been delivered.
+
+        Each one's status is the latest successful read (states); when that read is not the one just made (it failed)
+        or there never was one, the instance may have started since: it is marked unread, never taken as undelivered.
+        """
         open_ids = cmd.open_ids()
         cmd.cancelled = {i: cmd.states.get(i, (None, None))[0] for i in open_ids}
+        cmd.cancel_unread = {i: cmd.last_error or "its invocation was never listed" for i in open_ids
+                             if cmd.last_error or i not in cmd.states}
         cmd.cancelled_at = self.clock()
         try:
             self.ssm.cancel_command(aws_retry=True, CommandId=cmd.command_id, InstanceIds=open_ids)
@@ -321,12 +333,13 @@ class SsmRunner:
         return res
 
     def _add_output(self, cmd, res, invocation):
-        """The excerpt that tells most: for a failure that ran, the ends of stdout/stderr (GetCommandInvocation), else the
-        listing's Output; marked when cut; and where the whole output is, when S3 or CloudWatch Logs was asked for."""
+        """The excerpt that tells most: for a failure that ran (or a success whose stdout is judged), the ends of
+        stdout/stderr (GetCommandInvocation), else the listing's Output; marked when cut; and where the whole output is,
+        when S3 or CloudWatch Logs was asked for."""
         res.output_excerpt, res.output_truncated = plugin_excerpt(invocation)
         res.output_location = output_location(cmd.request, cmd.command_id, res.instance_id)
-        ran_to_end = classify(res.status, res.status_details) in ("success", "failed", "timed_out")
-        if res.outcome not in ("failed", "timed_out") or not ran_to_end or self.outputs_fetched >= OUTPUT_FETCH_LIMIT:
+        judged = cmd.request.read_stdout and res.outcome == "success"
+        if not (judged or self._wants_streams(res)):
             return
         self.outputs_fetched += 1
         try:
@@ -334,14 +347,31 @@ class SsmRunner:
         except Exception as e:  # pylint: disable=broad-except
             if not is_aws_error(e):
                 raise
+            if judged:
+                self.stdout[(cmd.command_id, res.instance_id)] = (
+                    None, aws_error_message(e, "ssm:GetCommandInvocation", f"{cmd.command_id} {res.instance_id}"))
             return  # the listing's excerpt stands
+        if judged:
+            self.stdout[(cmd.command_id, res.instance_id)] = (full.get("StandardOutputContent") or "", None)
         if full.get("StandardOutputContent") or full.get("StandardErrorContent"):
             res.output_excerpt, res.output_truncated = stream_excerpt(full.get("StandardOutputContent"), full.get("StandardErrorContent"))
 
+    def _wants_streams(self, res):
+        """A failure that ran to its end: its stderr tells why (at most OUTPUT_FETCH_LIMIT per run)."""
+        ran_to_end = classify(res.status, res.status_details) in ("success", "failed", "timed_out")
+        return res.outcome in ("failed", "timed_out") and ran_to_end and self.outputs_fetched < OUTPUT_FETCH_LIMIT
+
     def _deadline_outcome(self, cmd, iid):
-        """Our own cancel after execution_timeout is a timeout, not a user's cancel (see ssm_patch_run docs)."""
+        """Our own cancel after execution_timeout is a timeout, not a user's cancel (see ssm_patch_run docs).
+
+        Undelivered ("nothing ran") only when the read made at the deadline showed it pending; unread then, it is
+        state_unknown unless an earlier read had already seen it run.
+        """
         before = cmd.cancelled[iid]
         limit = cmd.request.execution_timeout
+        if iid in cmd.cancel_unread and is_pending_delivery(before):
+            return "state_unknown", (f"status unknown at execution_timeout {limit:g}s (last read: {before or 'none'}): "
+                                     f"{cmd.cancel_unread[iid]}; {cancel_note(cmd)}")
         if is_pending_delivery(before):
             return "delivery_timed_out", f"not delivered within execution_timeout {limit:g}s; {cancel_note(cmd)}"
         return "timed_out", f"still running after execution_timeout {limit:g}s; {cancel_note(cmd)}"

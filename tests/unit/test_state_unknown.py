@@ -64,6 +64,64 @@ def test_a_read_that_fails_once_and_then_works_changes_nothing():
     assert res.outcome == "timed_out" and res.error.endswith("CancelCommand sent")
 
 
+class BlinkingSsm(FakeSsm):
+    """Reads fail only while the fake clock is inside a window: ListCommandInvocations in `invocations`, ListCommands in
+    `commands` (each a (from, until) pair of fake seconds). Every other call works."""
+
+    def __init__(self, clock, invocations=(0, 0), commands=(0, 0), **kw):
+        super().__init__(clock, **kw)
+        self.windows = dict(ListCommandInvocations=invocations, ListCommands=commands)
+
+    def _refuse(self, op):
+        start, end = self.windows[op]
+        if start <= self.clock() < end:
+            raise client_error("ExpiredTokenException", op)
+
+    def list_commands(self, **kw):
+        self._refuse("ListCommands")
+        return super().list_commands(**kw)
+
+    def list_command_invocations(self, **kw):
+        self._refuse("ListCommandInvocations")
+        return super().list_command_invocations(**kw)
+
+
+def test_a_status_unread_at_the_deadline_is_state_unknown_even_when_reads_recover():
+    clock = FakeClock()
+    # Polls at 0, 1, 2, 3...: the command is listed as executing, so its invocations are first read at the deadline
+    # (3 s), and that read fails. The cancel works and the next read (4 s) shows Cancelled. It was running all along.
+    ssm = BlinkingSsm(clock, invocations=(2.5, 3.5), plan={iid(1): "hang"})
+    res = runner(ssm, clock, grace=4).run([request([iid(1)], execution_timeout=3)])[iid(1)]
+    assert res.status == "Cancelled"
+    assert res.outcome == "state_unknown", res.error
+    assert "execution_timeout 3s" in res.error and "ExpiredTokenException" in res.error
+    assert res.error.endswith("CancelCommand sent") and ssm.count("cancel_command") == 1
+
+
+def test_an_earlier_pending_read_does_not_make_an_unread_deadline_delivery_timed_out():
+    clock = FakeClock()
+    # ListCommands fails at 0 s, so the invocations are read then: Pending. At the deadline their read fails.
+    ssm = BlinkingSsm(clock, commands=(0, 0.5), invocations=(2.5, 3.5), plan={iid(1): "hang"})
+    res = runner(ssm, clock, grace=4).run([request([iid(1)], execution_timeout=3)])[iid(1)]
+    assert res.outcome == "state_unknown" and "last read: Pending" in res.error
+
+
+def test_an_earlier_in_progress_read_still_makes_an_unread_deadline_timed_out():
+    clock = FakeClock()
+    # ListCommands fails at 1.5 s, so the invocations are read then: InProgress, it ran. At the deadline their read
+    # fails; the latest successful read says enough: a timeout of a command that ran (rolled back), not unknown.
+    ssm = BlinkingSsm(clock, commands=(1.5, 2.5), invocations=(2.5, 3.5), plan={iid(1): "hang"})
+    res = runner(ssm, clock, poll=0.5, grace=4).run([request([iid(1)], execution_timeout=3)])[iid(1)]
+    assert res.outcome == "timed_out" and res.error.startswith("still running after execution_timeout 3s")
+
+
+def test_an_undelivered_command_read_at_the_deadline_is_still_delivery_timed_out():
+    clock = FakeClock()
+    ssm = BlinkingSsm(clock, plan={iid(1): "undelivered"})
+    res = runner(ssm, clock, grace=4).run([request([iid(1)], execution_timeout=3)])[iid(1)]
+    assert res.outcome == "delivery_timed_out" and res.error.endswith("CancelCommand sent")
+
+
 def test_state_unknown_fails_the_instance_without_rollback():
     patch = [{"instance_id": iid(1), "outcome": "state_unknown"}]
     ok = [{"instance_id": iid(1), "outcome": "success"}]

@@ -20,6 +20,7 @@ from ansible_collections.cms.patching.plugins.module_utils.ssm_options import (
     request_options, resolve_run_id, validate_runner_options,
 )
 from ansible_collections.cms.patching.plugins.module_utils.ssm_runner import CommandRequest, SsmRunner
+from ansible_collections.cms.patching.plugins.module_utils.ssm_status import STDOUT_CONTENT_MAX
 
 DOCUMENTS = ("AWS-RunPatchBaseline", "AWS-RunPatchBaselineWithHooks")
 HOOKS = dict(pre_install_hook_doc_name="PreInstallHookDocName", post_install_hook_doc_name="PostInstallHookDocName",
@@ -111,7 +112,8 @@ def run_patch(ssm, params, check_mode, clock=time.monotonic, sleep=time.sleep, s
     pings, before, missing = read_before(ssm, ec2, ids)
     sendable = [i for i in ids if pings[i] not in UNSENDABLE]
     request = CommandRequest(document=params["document"], instance_ids=sendable, step=STEP,
-                             parameters=document_parameters(params, snapshot_id), **request_options(params))
+                             parameters=document_parameters(params, snapshot_id), **request_options(params),
+                             read_stdout=bool(params.get("baseline_override")))
     runner = SsmRunner(ssm, config, clock=clock, sleep=sleep, send_client=send_client)
     outcomes = runner.run([request], watch=agent_watch(ssm, params, clock)) if sendable else {}
     results = []
@@ -120,7 +122,7 @@ def run_patch(ssm, params, check_mode, clock=time.monotonic, sleep=time.sleep, s
         res.update(ping_status_before=pings[iid], compliance_before=before.get(iid), compliance_after=None)
         results.append(res)
     if config.wait and not check_mode and sendable:
-        verify(ssm, params, results, before, snapshot_id, clock, sleep)
+        verify(ssm, params, results, before, snapshot_id, clock, sleep, runner.stdout)
     sent = [r for r in results if r["command_id"]]
     changed = params["operation"] == "Install" and any(r["command_id"] or r["outcome"] == "would_run" for r in results)
     return dict(
@@ -151,11 +153,11 @@ def agent_watch(ssm, params, clock):
     return AgentWatch(ssm, params["agent_online_timeout"], params.get("agent_check_interval", 60), clock)
 
 
-def verify(ssm, params, results, before, snapshot_id, clock, sleep):
+def verify(ssm, params, results, before, snapshot_id, clock, sleep, stdouts=None):
     """After the command: fresh, clean compliance within agent_online_timeout (a reboot is over when the command ends).
 
     A run with BaselineOverride does not write compliance (Patch Manager guide, "Using the BaselineOverride parameter"),
-    so it is judged on its own result and output, and no fresh patch state is waited for.
+    so it is judged on its own result and stdout (`stdouts`, the runner's), and no fresh patch state is waited for.
     """
     deadline = clock() + params["agent_online_timeout"]
     install = params["operation"] == "Install"
@@ -167,8 +169,9 @@ def verify(ssm, params, results, before, snapshot_id, clock, sleep):
     for res in results:
         res["compliance_after"] = after.get(res["instance_id"])
         if install and res["outcome"] == "success":
+            stdout = (stdouts or {}).get((res["command_id"], res["instance_id"]), (None, "no GetCommandInvocation made"))
             res["outcome"], res["error"] = judge_install(res, before.get(res["instance_id"]), snapshot_id, params["reboot_option"],
-                                                         error, override)
+                                                         error, stdout if override else None)
 
 
 def settle_compliance(ssm, ids, must_be_fresh, before, snapshot_id, deadline, poll_interval, clock, sleep):
@@ -205,16 +208,23 @@ def is_fresh(before, after, snapshot_id):
     return not after.get("snapshot_id") or after.get("snapshot_id") == snapshot_id
 
 
-def judge_install(res, before, snapshot_id, reboot_option, read_error, override=False):
-    """The verification rules of a successful Install: (outcome, error)."""
-    if override:
-        return judge_override_output(res.get("output_excerpt") or "", reboot_option)
+def judge_install(res, before, snapshot_id, reboot_option, read_error, override_stdout=None):
+    """The verification rules of a successful Install: (outcome, error).
+
+    override_stdout: for a BaselineOverride run, (its stdout as GetCommandInvocation returned it or None, read error),
+    judged instead of compliance. A patch state that could not be read is state_unknown, not unclean: the install may
+    well be clean, and nothing says so either way.
+    """
+    if override_stdout is not None:
+        return judge_override_stdout(*override_stdout, reboot_option, res.get("output_location"))
     after = res["compliance_after"]
     if not is_fresh(before, after, snapshot_id):
+        if read_error:
+            return "state_unknown", f"patch state not read after the install: {read_error}"
         if after is None:
-            return "noncompliant", read_error or "no patch state reported after the install"
-        return "noncompliant", read_error or (f"patch state not updated since the install "
-                                              f"(last {after.get('operation')} at {after.get('operation_end_time')})")
+            return "noncompliant", "no patch state reported after the install"
+        return "noncompliant", (f"patch state not updated since the install "
+                                f"(last {after.get('operation')} at {after.get('operation_end_time')})")
     if after["missing"] or after["failed"]:
         return "noncompliant", f"after the install MissingCount={after['missing']} FailedCount={after['failed']}"
     if after["installed_pending_reboot"]:
@@ -222,6 +232,26 @@ def judge_install(res, before, snapshot_id, reboot_option, read_error, override=
             return "pending_reboot", None
         return "noncompliant", f"InstalledPendingRebootCount={after['installed_pending_reboot']} although RebootIfNeeded was asked for"
     return "success", None
+
+
+def judge_override_stdout(stdout, read_error, reboot_option, location=None):
+    """A successful BaselineOverride Install judged on its stdout: (outcome, error). Never success on a partial read.
+
+    stdout None: GetCommandInvocation failed, so what the run did is unknown (state_unknown, like an unread patch
+    state). GetCommandInvocation returns only the first 24,000 characters of stdout (SSM API reference): at that length
+    NON_COMPLIANT packages printed later cannot be ruled out, so the run is not clean.
+    """
+    if stdout is None:
+        return "state_unknown", f"the BaselineOverride run's stdout, which holds its compliance, was not read: {read_error}"
+    outcome, error = judge_override_output(stdout, reboot_option)
+    if len(stdout) < STDOUT_CONTENT_MAX:
+        return outcome, error
+    where = f"; the whole output is in {location}" if location else ""
+    cut = f"SSM returned only the first {STDOUT_CONTENT_MAX:,} characters of its stdout"
+    if outcome == "noncompliant":
+        return outcome, f"{error}; {cut}{where}"
+    return "noncompliant", (f"the BaselineOverride run cannot be judged clean: {cut}, and NON_COMPLIANT packages "
+                            f"printed after them cannot be ruled out{where}")
 
 
 def judge_override_output(output, reboot_option):

@@ -89,3 +89,42 @@ def test_baseline_override_without_reboot_reports_pending_reboot_from_the_output
     assert result["rc"] == 0, result.get("msg")
     assert {r["outcome"] for r in result["results"]} == {"pending_reboot"}, result["results"]
     assert all("InstalledPendingReboot" in r["output_excerpt"] for r in result["results"])
+
+
+def seed_long_output(sim, count, chars):
+    """Instances whose stdout is `chars` long: the simulator pads it with log lines before what the run prints last."""
+    spec = {"region": "us-east-1", "tags": {"cms-test": f"bo-long-{uuid.uuid4().hex[:8]}"},
+            "groups": [dict(count=count, name_prefix="long", tags={"sim:output-chars": chars})]}
+    return [i["instance_id"] for i in sim.seed(spec)]
+
+
+def test_baseline_override_is_judged_on_the_whole_stdout_not_the_listing_excerpt(sim):
+    sim.configure(**FAST)
+    ids = seed_long_output(sim, 2, 6000)
+    sim.reset_stats()
+    # ListCommandInvocations' Output holds only the start of these 6,000 characters: the NON_COMPLIANT lines printed
+    # at the end are only in GetCommandInvocation's stdout, which is what the run is judged on.
+    result = run_module("ssm_patch_run", dict(instance_ids=ids, run_id="run-bo-long", poll_interval=POLL, agent_online_timeout=20,
+                                              reboot_option="NoReboot", baseline_override="s3://b/override.json"), sim.env)
+    assert result["rc"] == 0, result.get("msg")
+    assert {r["outcome"] for r in result["results"]} == {"pending_reboot"}, result["results"]
+    assert all("InstalledPendingReboot" in r["output_excerpt"] for r in result["results"])
+    assert sim.stats()["calls"]["ssm:GetCommandInvocation"] == 2
+
+    clean = run_module("ssm_patch_run", dict(instance_ids=ids, run_id="run-bo-long2", poll_interval=POLL, agent_online_timeout=20,
+                                             agent_check_interval=0.5, baseline_override="s3://b/override.json"), sim.env)
+    assert clean["rc"] == 0, clean.get("msg")
+    assert clean["summary"] == {"total": 2, "success": 2}, clean["results"]  # the reboot cleared them: nothing listed
+
+
+def test_baseline_override_stdout_cut_by_ssm_is_never_success(sim):
+    sim.configure(**FAST)
+    ids = seed_long_output(sim, 1, 30000)
+    # GetCommandInvocation returns the first 24,000 characters of stdout: what was printed after them is unknown.
+    result = run_module("ssm_patch_run", dict(instance_ids=ids, run_id="run-bo-cut", poll_interval=POLL, agent_online_timeout=20,
+                                              agent_check_interval=0.5, baseline_override="s3://b/override.json",
+                                              fail_on_no_success=False), sim.env)
+    assert result["rc"] == 0, result.get("msg")
+    res = result["results"][0]
+    assert res["outcome"] == "noncompliant", res
+    assert "first 24,000 characters" in res["error"] and "cannot be ruled out" in res["error"]

@@ -6,7 +6,7 @@ import pytest
 
 from ansible_collections.cms.patching.plugins.module_utils.errors import PatchingError
 from ansible_collections.cms.patching.plugins.module_utils.patch_run import document_parameters, is_fresh, run_patch, validate
-from test_ssm_runner import DONE_AT, FakeClock, FakeSsm, iid
+from test_ssm_runner import DONE_AT, FakeClock, FakeSsm, client_error, iid
 
 SNAP = "11111111-2222-3333-4444-555555555555"
 
@@ -134,6 +134,26 @@ def test_failed_patch_keeps_its_outcome_and_gets_compliance_after():
     res = run(ssm, clock)["results"][0]
     assert res["outcome"] == "failed" and res["output_excerpt"] == "ERROR: yum failed"
     assert res["compliance_after"]["failed"] == 1
+
+
+class UnreadComplianceSsm(FakeSsm):
+    """DescribeInstancePatchStates works before the send and is refused after it."""
+
+    def describe_instance_patch_states(self, **kw):
+        if self.count("send_command"):
+            self._record("describe_instance_patch_states", kw)
+            raise client_error("ExpiredTokenException", "DescribeInstancePatchStates")
+        return super().describe_instance_patch_states(**kw)
+
+
+def test_an_install_whose_compliance_cannot_be_read_is_state_unknown_not_noncompliant():
+    clock = FakeClock()
+    ssm = UnreadComplianceSsm(clock, before={iid(1): BEFORE}, after={iid(1): state()})
+    res = run(ssm, clock)["results"][0]
+    # The install succeeded and its result is unknown: no "not clean" (a rollback) on a read error.
+    assert res["outcome"] == "state_unknown" and res["status"] == "Success"
+    assert res["error"].startswith("patch state not read after the install: ") and "ExpiredTokenException" in res["error"]
+    assert ssm.count("describe_instance_patch_states") >= 2
 
 
 def test_scan_is_not_changed_and_never_judged_on_counts():

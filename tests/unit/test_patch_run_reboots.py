@@ -188,6 +188,42 @@ def test_override_install_is_judged_on_its_output_not_on_unchanged_compliance():
     assert ssm.count("describe_instance_patch_states") == 2  # before and once after: no wait for a state that never comes
 
 
+class NoStdoutSsm(FakeSsm):
+    """GetCommandInvocation is refused (the listing still works)."""
+
+    def get_command_invocation(self, **kw):
+        self._record("get_command_invocation", kw)
+        raise client_error("AccessDeniedException", "GetCommandInvocation")
+
+
+def test_override_install_whose_stdout_cannot_be_read_is_state_unknown_not_success():
+    clock = FakeClock()
+    plan = {iid(1): ("Success", "Success", "Install finished: 3 patches installed", 0)}
+    ssm = NoStdoutSsm(clock, plan=plan, before={iid(1): BEFORE}, after={iid(1): BEFORE})
+    res = run(ssm, clock, baseline_override=OVERRIDE)["results"][0]
+    assert res["outcome"] == "state_unknown"
+    assert "ssm:GetCommandInvocation failed" in res["error"] and "AccessDeniedException" in res["error"]
+
+
+@pytest.mark.parametrize("head, outcome, says", [
+    ("done\n", "noncompliant", "cannot be ruled out"),
+    ("kernel InstalledPendingReboot\n", "noncompliant", "cannot be ruled out"),  # NoReboot: pending_reboot if whole
+    ("openssl Missing\n", "noncompliant", "(Missing 1); SSM returned only the first 24,000 characters"),
+])
+def test_override_stdout_at_the_24000_character_cap_is_never_clean(head, outcome, says):
+    clock = FakeClock()
+    stdout = ("x" * 79 + "\n") * 300  # 24,000 characters: GetCommandInvocation's cap, so more may have followed
+    stdout = head + stdout[len(head):]  # what it lists, first: in reach of any read
+    ssm = FakeSsm(clock, plan={iid(1): ("Success", "Success", stdout, 0)}, before={iid(1): BEFORE}, after={iid(1): BEFORE})
+    res = run(ssm, clock, baseline_override=OVERRIDE, reboot_option="NoReboot")["results"][0]
+    assert (res["outcome"], len(stdout)) == (outcome, 24000)
+    assert says in res["error"]
+    # One character less is the whole stdout: judged on what it lists.
+    ssm = FakeSsm(clock, plan={iid(1): ("Success", "Success", stdout[:-1], 0)}, before={iid(1): BEFORE}, after={iid(1): BEFORE})
+    whole = run(ssm, clock, baseline_override=OVERRIDE, reboot_option="NoReboot")["results"][0]
+    assert whole["outcome"] == judge_override_output(head, "NoReboot")[0]
+
+
 @pytest.mark.parametrize("snapshot_id", [
     "{0f8fad5b-d9cb-469f-a165-70867728950e}", "urn:uuid:0f8fad5b-d9cb-469f-a165-70867728950e",
     "0f8fad5bd9cb469fa16570867728950e", "0f8fad5b-d9cb-469f-a165-70867728950e\n", "0f8fad5b-d9cb-469f-a165-70867728950",

@@ -19,8 +19,9 @@ PATCH_FAILURES = {
     "undeliverable": ("undeliverable", False),
     "delivery_timed_out": ("delivery_timed_out", False),
     "terminated": ("patch_not_started", False),  # MaxErrors stopped it before it started
-    # Its status could not be read (AWS errors until the end): it may have run or not. No rollback on a guess; the
-    # backup stays (the run deletes none) for a rollback.yml after a look at the instance.
+    # Its status could not be read (AWS errors until the end, or unread when execution_timeout cancelled it): it may
+    # have run or not. Or it succeeded and what it left could not be read (its patch state, a BaselineOverride run's
+    # stdout). No rollback on a guess; the backup stays (the run deletes none) for a rollback.yml after a look.
     "state_unknown": ("state_unknown", False),
     "not_found": ("not_found", False),  # EC2 does not know the instance (or it is terminated): nothing sent, nothing to restore
 }

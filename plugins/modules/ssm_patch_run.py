@@ -27,13 +27,16 @@ description:
     (C(CancelCommand)) and reports V(reboot_timeout), without waiting for O(execution_timeout)."
   - "After an O(operation=Install) that succeeded, C(DescribeInstancePatchStates) (batches of 50) must show, within
     O(agent_online_timeout), a patch state reported since the command with MissingCount 0 and FailedCount 0, otherwise
-    V(noncompliant). InstalledPendingRebootCount above 0 gives V(pending_reboot) with O(reboot_option=NoReboot) and
-    V(noncompliant) with O(reboot_option=RebootIfNeeded)."
+    V(noncompliant) (V(state_unknown) when that read failed). InstalledPendingRebootCount above 0 gives V(pending_reboot)
+    with O(reboot_option=NoReboot) and V(noncompliant) with O(reboot_option=RebootIfNeeded)."
   - "With O(baseline_override) AWS does not write patch compliance (Patch Manager guide, Using the BaselineOverride
-    parameter): the run is judged on its own result and output instead, which lists only the packages marked NON_COMPLIANT.
-    A successful run whose output (the excerpt the module reads) names a C(Missing), C(Failed) or C(InstalledRejected)
-    package is V(noncompliant); one naming only C(InstalledPendingReboot) packages is V(pending_reboot) with
-    O(reboot_option=NoReboot) and V(noncompliant) otherwise; anything else is V(success)."
+    parameter): the run is judged on its own result and stdout instead, which lists only the packages marked NON_COMPLIANT.
+    The stdout of each successful run is read with C(GetCommandInvocation) (one call per instance), which returns its
+    first 24,000 characters. A run whose stdout names a C(Missing), C(Failed) or C(InstalledRejected) package is
+    V(noncompliant); one naming only C(InstalledPendingReboot) packages is V(pending_reboot) with
+    O(reboot_option=NoReboot) and V(noncompliant) otherwise. A stdout at that 24,000-character cap is never clean
+    (V(noncompliant): packages listed after the cut cannot be ruled out), and one that could not be read is
+    V(state_unknown); anything else is V(success)."
   - "Instances that SSM does not know (or knows as Inactive) are not sent to, because C(SendCommand) would refuse the whole batch:
     they end V(undeliverable). Those SSM does not know are looked up in EC2 (C(DescribeInstances) with the C(instance-id)
     filter, 200 ids per call; no call when SSM knows every instance): one EC2 does not know in this account and region, or
@@ -162,8 +165,10 @@ results:
           sent. V(undeliverable) without a command when EC2 knows it but SSM does not (or knows it as Inactive)."
         - "V(success), V(pending_reboot), V(would_run) and V(sent) count as success for O(fail_on_no_success)."
         - "V(state_unknown) when the invocation had not been seen to end and its last status read failed (for example
-          AWS refused the calls until O(execution_timeout) and the cancel grace passed): it may have run, in part or
-          wholly, or not at all. C(error) gives the last status read and the failed call."
+          AWS refused the calls until O(execution_timeout) and the cancel grace passed), or its status read failed
+          when O(execution_timeout) cancelled it and no earlier read had seen it run: it may have run, in part or
+          wholly, or not at all. C(error) gives the last status read and the failed call. Also after a successful
+          O(operation=Install) whose patch state (or, with O(baseline_override), stdout) could not be read."
         - "An C(error) says C(CancelCommand sent) only when that call succeeded; otherwise it gives the CancelCommand error."
       type: str
     output_excerpt:

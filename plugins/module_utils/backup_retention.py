@@ -83,41 +83,56 @@ def prune_images(ec2, selections, check_mode=False, poll_interval=15, settle_pol
         entry = {
             "instance_id": record["instance_id"], "image_id": record["image_id"], "name": record["name"],
             "created_at": record["created_at"], "reason": reason, "snapshot_ids": mine,
-            "kept_snapshot_ids": [s for s in record["snapshot_ids"] if s not in mine], "error": None,
+            "kept_snapshot_ids": [s for s in record["snapshot_ids"] if s not in mine], "error": None, "note": None,
         }
         if not check_mode:
             # DeleteAssociatedSnapshots deletes every snapshot of the image: only when all of them are the tool's.
-            entry["error"], busy = _deregister_with_snapshots(ec2, record["image_id"], mine, delete_associated=mine == record["snapshot_ids"])
+            entry["error"], busy, shared = _deregister_with_snapshots(ec2, record["image_id"], mine,
+                                                                      delete_associated=mine == record["snapshot_ids"])
             in_use.extend((entry, s) for s in busy)
+            _keep_shared(entry, shared)
         results.append(entry)
     _settle(ec2, in_use, poll_interval, settle_polls, sleep)
     return results
 
 
 def _deregister_with_snapshots(ec2, image_id, snapshot_ids, delete_associated=False):
-    """(None or the first one-line error, [snapshots still in use]); snapshots are only deleted once the image is gone."""
+    """(None or the first one-line error, [snapshots still in use], [snapshots another image uses]); snapshots are only
+    deleted once the image is gone."""
     try:
-        deleted = _deregister(ec2, image_id, delete_associated)
+        deleted, shared = _deregister(ec2, image_id, delete_associated)
     except Exception as e:  # pylint: disable=broad-except
         if not is_aws_error(e):
             raise
         if error_code(e) not in GONE_IMAGE_CODES:
-            return aws_error_message(e, "ec2:DeregisterImage", image_id), []
-        deleted = set()
+            return aws_error_message(e, "ec2:DeregisterImage", image_id), [], []
+        deleted, shared = set(), set()
     errors, in_use = [], []
     for snapshot_id in snapshot_ids:
-        if snapshot_id in deleted:
+        if snapshot_id in deleted or snapshot_id in shared:
             continue
         code, message = _delete_snapshot(ec2, snapshot_id)
         if code in IN_USE_CODES:
             in_use.append(snapshot_id)
         elif message:
             errors.append(message)
-    return "; ".join(errors) or None, in_use
+    return "; ".join(errors) or None, in_use, sorted(s for s in snapshot_ids if s in shared)
+
+
+def _keep_shared(entry, shared):
+    """Snapshots EC2 skipped because another image uses them: kept, not an error (the sweep leaves them alone too)."""
+    if not shared:
+        return
+    entry["snapshot_ids"] = [s for s in entry["snapshot_ids"] if s not in shared]
+    entry["kept_snapshot_ids"] = entry["kept_snapshot_ids"] + list(shared)
+    entry["note"] = f"kept {', '.join(shared)}: another image still uses it (DeregisterImage skipped it)"
 
 
 def _deregister(ec2, image_id, delete_associated):
-    """DeregisterImage; the ids of the snapshots EC2 deleted with it (DeleteSnapshotResults, ReturnCode success)."""
+    """DeregisterImage; (ids of the snapshots EC2 deleted with it, ids it skipped because another image uses them).
+
+    EC2 API Reference, DeregisterImage, DeleteSnapshotResults: ReturnCode success, skipped (the snapshot is shared with
+    another image) or missing-permissions (left to the DeleteSnapshot that follows, which reports the error)."""
     if delete_associated:
         try:
             answer = ec2.deregister_image(ImageId=image_id, DeleteAssociatedSnapshots=True, aws_retry=True)
@@ -126,9 +141,11 @@ def _deregister(ec2, image_id, delete_associated):
             if not too_old and not (is_aws_error(e) and error_code(e) in UNKNOWN_PARAMETER_CODES):
                 raise
         else:
-            return {r.get("SnapshotId") for r in answer.get("DeleteSnapshotResults") or [] if r.get("ReturnCode") == "success"}
+            results = answer.get("DeleteSnapshotResults") or []
+            return ({r.get("SnapshotId") for r in results if r.get("ReturnCode") == "success"},
+                    {r.get("SnapshotId") for r in results if r.get("ReturnCode") == "skipped"})
     ec2.deregister_image(ImageId=image_id, aws_retry=True)
-    return set()
+    return set(), set()
 
 
 def _delete_snapshot(ec2, snapshot_id):
@@ -144,7 +161,8 @@ def _delete_snapshot(ec2, snapshot_id):
 
 
 def _settle(ec2, in_use, poll_interval, polls, sleep):
-    """Retry [(entry, snapshot id)] still in use by their deregistered image; what stays in use is an entry error."""
+    """Retry [(entry, snapshot id)] refused InvalidSnapshot.InUse after a plain DeregisterImage (the deregistration has
+    not settled yet, or another image uses the snapshot); what stays in use is an entry error."""
     for _poll in range(polls):
         if not in_use:
             return
@@ -158,8 +176,8 @@ def _settle(ec2, in_use, poll_interval, polls, sleep):
                 entry["error"] = "; ".join(filter(None, [entry["error"], message]))
         in_use = left
     for entry, snapshot_id in in_use:
-        note = (f"ec2:DeleteSnapshot failed for {snapshot_id}: still in use by the deregistered image {entry['image_id']}; "
-                "the next retention run deletes it")
+        note = (f"ec2:DeleteSnapshot failed for {snapshot_id}: still in use after deregistering {entry['image_id']} "
+                "(not settled yet, or another image uses it); a later orphan sweep deletes it once no image uses it")
         entry["error"] = "; ".join(filter(None, [entry["error"], note]))
 
 
@@ -187,7 +205,7 @@ def sweep_orphaned_snapshots(ec2, instance_ids, check_mode=False):
     for snapshot_id in sorted(s for s in candidates if s not in used):
         entry = entries.setdefault(candidates[snapshot_id], {
             "instance_id": candidates[snapshot_id], "image_id": None, "name": None, "created_at": None, "reason": "orphaned",
-            "snapshot_ids": [], "kept_snapshot_ids": [], "error": None})
+            "snapshot_ids": [], "kept_snapshot_ids": [], "error": None, "note": None})
         code, message = (None, None) if check_mode else _delete_snapshot(ec2, snapshot_id)
         if code in IN_USE_CODES:  # its image's deregistration has not settled: a later sweep deletes it
             continue

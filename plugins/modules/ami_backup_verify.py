@@ -251,11 +251,14 @@ pruned:
       type: list
       elements: str
     kept_snapshot_ids:
-      description: Its snapshots left alone because they lack the ownership tag.
+      description: Its snapshots left alone because they lack the ownership tag, or because another image still uses them.
       type: list
       elements: str
     error:
       description: Why removing it failed, or null.
+      type: str
+    note:
+      description: Why a snapshot of the tool was kept (another image still uses it), or null.
       type: str
 summary:
   description: Counts of RV(backups) by status, plus C(total), C(pruned_images) and C(pruned_snapshots).

@@ -151,6 +151,10 @@ class FakeEc2:
             self.in_use[SnapshotId] = (image_id, refusals - 1)
             raise ClientError({"Error": {"Code": "InvalidSnapshot.InUse", "Message": f"The snapshot {SnapshotId} is currently in use by {image_id}"}},
                               "DeleteSnapshot")
+        user = next((i for i, img in self.images.items() if any(b["Ebs"]["SnapshotId"] == SnapshotId for b in img["Blocks"])), None)
+        if user:  # EC2 API "Error codes", InvalidSnapshot.InUse: a snapshot an AMI still uses cannot be deleted
+            raise ClientError({"Error": {"Code": "InvalidSnapshot.InUse", "Message": f"The snapshot {SnapshotId} is currently in use by {user}"}},
+                              "DeleteSnapshot")
         if SnapshotId not in self.snapshots:
             raise ClientError({"Error": {"Code": "InvalidSnapshot.NotFound", "Message": f"The snapshot '{SnapshotId}' does not exist."}}, "DeleteSnapshot")
         del self.snapshots[SnapshotId]

@@ -1,5 +1,8 @@
 """Retention selection and the ownership guard on every deletion."""
 
+import pytest
+from botocore.exceptions import ClientError
+
 from ansible_collections.cms.patching.plugins.module_utils.backup_retention import prune_images, select_for_retention, sweep_orphaned_snapshots
 from test_backup_fakes import NOW, FakeEc2, record
 
@@ -138,8 +141,28 @@ def test_prune_reports_a_snapshot_in_use_too_long_and_leaves_it_for_the_sweep():
     ec2.in_use_after_deregister = 99
     slept = []
     [entry] = prune_images(ec2, _one(ec2, ["snap-a", "snap-b"]), poll_interval=5, sleep=slept.append)
-    assert "snap-a: still in use by the deregistered image ami-00000001" in entry["error"] and "\n" not in entry["error"]
+    assert "snap-a: still in use after deregistering ami-00000001" in entry["error"] and "\n" not in entry["error"]
+    assert "orphan sweep deletes it once no image uses it" in entry["error"]
     assert "ami-00000001" not in ec2.images and set(ec2.snapshots) == {"snap-a", "snap-b"} and slept == [5, 5, 5]
+
+
+def test_prune_keeps_a_snapshot_another_image_uses_without_an_error():
+    # snap-shared also backs ami-00000002: DeregisterImage with DeleteAssociatedSnapshots skips it (ReturnCode skipped).
+    ec2 = _ec2_with([("ami-00000001", True, [("snap-a", True), ("snap-shared", True)]), ("ami-00000002", True, [("snap-shared", True)])])
+    slept = []
+    [entry] = prune_images(ec2, _one(ec2, ["snap-a", "snap-shared"]), sleep=slept.append)
+    assert entry["error"] is None, entry["error"]
+    assert entry["snapshot_ids"] == ["snap-a"] and entry["kept_snapshot_ids"] == ["snap-shared"]
+    assert "snap-shared" in entry["note"] and "another image" in entry["note"]
+    assert set(ec2.snapshots) == {"snap-shared"} and "ami-00000002" in ec2.images
+    assert ec2.calls["delete_snapshot"] == 0 and slept == []  # no DeleteSnapshot bound to be refused, no settling
+
+
+def test_fake_refuses_to_delete_a_snapshot_an_image_uses():
+    ec2 = _ec2_with([("ami-00000002", True, [("snap-shared", True)])])
+    with pytest.raises(ClientError) as err:
+        ec2.delete_snapshot(SnapshotId="snap-shared")
+    assert err.value.response["Error"]["Code"] == "InvalidSnapshot.InUse" and "snap-shared" in ec2.snapshots
 
 
 def _snapshot(ec2, snap_id, instance_id, managed=True, state="completed"):
@@ -160,7 +183,7 @@ def test_sweep_deletes_only_the_tools_finished_snapshots_that_no_image_uses():
     [preview] = sweep_orphaned_snapshots(ec2, ["i-1"], check_mode=True)
     assert set(ec2.snapshots) == before and ec2.calls["delete_snapshot"] == 0
     assert preview == {"instance_id": "i-1", "image_id": None, "name": None, "created_at": None, "reason": "orphaned",
-                       "snapshot_ids": ["snap-error", "snap-orphan"], "kept_snapshot_ids": [], "error": None}
+                       "snapshot_ids": ["snap-error", "snap-orphan"], "kept_snapshot_ids": [], "error": None, "note": None}
     [entry] = sweep_orphaned_snapshots(ec2, ["i-1"])
     assert entry["snapshot_ids"] == ["snap-error", "snap-orphan"] and entry["error"] is None
     assert set(ec2.snapshots) == before - {"snap-error", "snap-orphan"}

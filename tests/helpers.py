@@ -87,5 +87,7 @@ def recap(stdout):
 
 
 # Short simulated durations and polls: the whole state machine still runs, just fast.
-FAST = {"image_pending_s": 0.3, "command_s": 0.3, "reboot_s": 0.3, "replace_root_s": 0.3}
+# ping_interval_s: agents ping every 0.5 s instead of AWS's 5 minutes, so that the short agent_online_timeout and
+# agent_check_interval the tests use stay well above the ping interval, as they must on AWS (simulator ssm.py).
+FAST = {"image_pending_s": 0.3, "command_s": 0.3, "reboot_s": 0.3, "replace_root_s": 0.3, "ping_interval_s": 0.5}
 FAST_VARS = {"backup_poll_interval": 0.3, "patching_poll_interval": 0.3, "patching_agent_online_timeout": 20}

@@ -17,7 +17,8 @@ from awssim.fleet import seed  # noqa: E402  pylint: disable=wrong-import-positi
 
 SECRET = "cms-bench-secret"
 # Short but non-zero: every wait really polls at least once.
-SHORT = {"image_pending_s": 1, "command_s": 1, "reboot_s": 1, "replace_root_s": 1}
+# SHORT also pings agents every second (AWS: 5 minutes), in step with its short commands and reboots.
+SHORT = {"image_pending_s": 1, "command_s": 1, "reboot_s": 1, "replace_root_s": 1, "ping_interval_s": 1}
 NIGHT = {"image_pending_s": 10, "command_s": 10, "reboot_s": 5, "replace_root_s": 5}
 
 

@@ -6,7 +6,7 @@ import uuid
 
 from helpers import run_module
 
-FAST = dict(command_s=0.3, reboot_s=0.3, replace_root_s=0.3, image_pending_s=0.2)
+FAST = dict(command_s=0.3, reboot_s=0.3, replace_root_s=0.3, image_pending_s=0.2, ping_interval_s=0.5)  # short agent pings: see helpers.FAST
 UNKNOWN = "i-0123456789abcdef0"  # well-formed, but no simulated account has it
 UNKNOWN_ERROR = f"instance {UNKNOWN} not found: EC2 in us-east-1 does not know it (wrong region or account, or a typo)"
 

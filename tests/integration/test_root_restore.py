@@ -7,7 +7,7 @@ import pytest
 
 from helpers import run_module
 
-FAST = dict(command_s=0.3, reboot_s=0.3, replace_root_s=0.3, image_pending_s=0.2)
+FAST = dict(command_s=0.3, reboot_s=0.3, replace_root_s=0.3, image_pending_s=0.2, ping_interval_s=0.5)  # short agent pings: see helpers.FAST
 
 
 def seed(sim, groups):

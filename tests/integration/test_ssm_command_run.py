@@ -6,7 +6,7 @@ import pytest
 
 from helpers import run_module
 
-FAST = dict(command_s=0.3, reboot_s=0.3, replace_root_s=0.3)
+FAST = dict(command_s=0.3, reboot_s=0.3, replace_root_s=0.3, ping_interval_s=0.5)  # short agent pings: see helpers.FAST
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 
 from helpers import run_module
 
-FAST = dict(command_s=0.3, reboot_s=0.3, replace_root_s=0.3)
+FAST = dict(command_s=0.3, reboot_s=0.3, replace_root_s=0.3, ping_interval_s=0.5)  # short agent pings: see helpers.FAST
 # name prefix -> (faults, expected outcome)
 GROUPS = {
     "ok": ([], "success"),
@@ -112,7 +112,7 @@ def test_more_than_50_instances_use_batched_commands_polled_together(sim):
 @pytest.mark.parametrize("timeout, outcome", [(3, "timed_out"), (1, "delivery_timed_out")])
 def test_execution_timeout_cancels_the_command(sim, timeout, outcome):
     """The module's own deadline: CancelCommand, then timed_out if it was running, delivery_timed_out if not yet delivered."""
-    sim.configure(command_s=6, reboot_s=0.3, replace_root_s=0.3)  # Pending for 1.8 s, then InProgress
+    sim.configure(command_s=6, reboot_s=0.3, replace_root_s=0.3, ping_interval_s=0.5)  # Pending for 1.8 s, then InProgress
     fleet = seed(sim, {"slow": (2, [])})
     ids = [i["instance_id"] for i in fleet]
     sim.reset_stats()

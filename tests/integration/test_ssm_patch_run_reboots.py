@@ -8,7 +8,7 @@ import uuid
 
 from helpers import run_module
 
-FAST = dict(command_s=0.3, reboot_s=0.3, replace_root_s=0.3)
+FAST = dict(command_s=0.3, reboot_s=0.3, replace_root_s=0.3, ping_interval_s=0.5)  # short agent pings: see helpers.FAST
 POLL = 0.2
 EXECUTION_TIMEOUT = 3600  # 18,000 polls of 0.2 s: a run that waited for it would never finish in the test's time
 
@@ -47,7 +47,7 @@ def test_reboot_hang_is_cancelled_at_agent_online_timeout_long_before_execution_
 
 
 def test_normal_reboots_end_inside_the_command_with_fresh_compliance(sim):
-    sim.configure(command_s=0.3, reboot_s=1.5, replace_root_s=0.3)
+    sim.configure(command_s=0.3, reboot_s=1.5, replace_root_s=0.3, ping_interval_s=0.5)
     ids = seed(sim, {"ok": (3, [])})
     sim.reset_stats()
     # The reboot (1.5 s) is inside the command, which ends only once the agents are back and have reported.

@@ -128,3 +128,19 @@ def test_baseline_override_stdout_cut_by_ssm_is_never_success(sim):
     res = result["results"][0]
     assert res["outcome"] == "noncompliant", res
     assert "first 24,000 characters" in res["error"] and "cannot be ruled out" in res["error"]
+
+
+def test_agent_online_timeout_must_stay_above_the_agents_ping_interval(sim):
+    """A healthy install longer than agent_online_timeout: kept while the agent pings more often than the timeout,
+    taken for a hung reboot when the timeout is below the ping interval (300 s on AWS: why the docs say to keep it
+    well above)."""
+    args = dict(run_id="run-ping", poll_interval=POLL, agent_online_timeout=2, agent_check_interval=0.5,
+                execution_timeout=EXECUTION_TIMEOUT)
+    sim.configure(command_s=4, reboot_s=0.3, replace_root_s=0.3, ping_interval_s=0.5)
+    ids = seed(sim, {"ok": (2, [])})
+    result = run_module("ssm_patch_run", dict(args, instance_ids=ids), sim.env)
+    assert result["rc"] == 0 and result["summary"] == {"total": 2, "success": 2}, result.get("msg")
+    sim.configure(ping_interval_s=300)  # AWS's default: no ping within the whole command
+    ids = seed(sim, {"ok": (2, [])})
+    result = run_module("ssm_patch_run", dict(args, instance_ids=ids), sim.env)
+    assert {r["outcome"] for r in result["results"]} == {"reboot_timeout"}, result.get("results")

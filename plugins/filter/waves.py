@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.cms.patching.plugins.module_utils import tags as T
 from ansible_collections.cms.patching.plugins.module_utils.fleet import instance_id_of, read_once
 from ansible_collections.cms.patching.plugins.module_utils.waves import host_commands
 
@@ -57,7 +58,7 @@ def patched_in_run(hosts, hostvars, run_id):
     done = []
     for name in hosts:
         tags = (hostvars.get(name, {}).get("cms_patching_discovery") or {}).get("tags") or {}
-        if tags.get("cms-patching:run-id") == run_id and tags.get("cms-patching:last-patch-status") == "patched":
+        if tags.get(T.RUN_ID) == run_id and tags.get(T.LAST_PATCH_STATUS) == "patched":
             done.append(name)
     return done
 

@@ -9,6 +9,8 @@ leaves the pipeline at its first failing step; a failure after the patch command
 
 from __future__ import annotations
 
+from ansible_collections.cms.patching.plugins.module_utils import tags as T
+
 # Patch outcome -> (reason, whether the patch ran so a rollback is needed)
 PATCH_FAILURES = {
     "failed": ("patch_failed", True),
@@ -115,7 +117,7 @@ def _patch_section(result):
     return section
 
 
-RESTART_TAG = "cms-patching:restart-services"
+RESTART_TAG = T.RESTART_SERVICES
 
 
 def host_commands(step, platform, host, defaults):

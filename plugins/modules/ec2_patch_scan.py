@@ -134,6 +134,7 @@ summary:
 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
+from ansible_collections.cms.patching.plugins.module_utils import tags as T
 from ansible_collections.cms.patching.plugins.module_utils.aws import ASSUME_ROLE_ARGS, AwsSession, validate_region
 from ansible_collections.cms.patching.plugins.module_utils.errors import PatchingError, aws_error_message, exit_with, is_aws_error, validate_instance_ids
 from ansible_collections.cms.patching.plugins.module_utils.scan import scan, scan_summary
@@ -170,7 +171,7 @@ def main():
         instance_ids=dict(type="list", elements="str", default=[]),
         filters=dict(type="dict", default={}),
         patch_groups=dict(type="list", elements="str", default=[]),
-        exclude_tags=dict(type="dict", default={"cms-patching:exclude": "true"}),
+        exclude_tags=dict(type="dict", default={T.EXCLUDE: "true"}),
         allow_asg_members=dict(type="bool", default=False),
         include_patch_state=dict(type="bool", default=True),
         page_size=dict(type="int", default=1000),

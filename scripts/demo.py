@@ -33,8 +33,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("SIM_PORT", "5000")))
     args = parser.parse_args()
-    sim = server.start("127.0.0.1", args.port, config={"image_pending_s": 1, "command_s": 1, "reboot_s": 1, "replace_root_s": 1,
-                                                         "ping_interval_s": 1})
+    durations = {"image_pending_s": 1, "command_s": 1, "reboot_s": 1, "replace_root_s": 1, "ping_interval_s": 1}
+    sim = server.start("127.0.0.1", args.port, config=durations)
     try:
         env = dict(os.environ, AWS_ENDPOINT_URL=sim.url, AWS_ACCESS_KEY_ID="demo", AWS_SECRET_ACCESS_KEY="demo",
                    AWS_REGION="us-east-1", ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))

@@ -119,7 +119,7 @@ instances:
     ebs_volumes: {description: Ids of the attached EBS volumes., type: list, elements: str}
     tags: {description: All tags., type: dict}
     eligible: {description: Whether the instance can be patched., type: bool}
-    reasons: {description: Reason codes when not eligible, in the order to fix them., type: list, elements: str, sample: [ssm_offline]}
+    reasons: {description: 'Reason codes when not eligible, in the order to fix them.', type: list, elements: str, sample: [ssm_offline]}
 eligible_ids:
   description: Ids of the eligible instances.
   returned: always

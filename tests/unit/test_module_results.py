@@ -33,7 +33,7 @@ class FakeEc2:
         if self.fail:
             raise self.fail
         assert "InstanceIds" not in kw  # one unknown id would fail the whole call (InvalidInstanceID.NotFound)
-        ids = next(f["Values"] for f in kw["Filters"] if f["Name"] == "instance-id")
+        ids = [f["Values"] for f in kw["Filters"] if f["Name"] == "instance-id"][0]
         yield {"Reservations": [{"OwnerId": "111111111111", "Instances": [
             {"InstanceId": i, "State": {"Name": self.states[i]}} for i in ids if i in self.states]}]}
 

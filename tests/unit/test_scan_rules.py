@@ -67,8 +67,8 @@ def test_outside_the_patch_groups_is_a_reason_not_a_drop(tags, groups, reasons):
 
 def test_unmanaged_instance_has_null_ssm_facts():
     instance = build_instance(raw(), "us-east-1")
-    assert instance.ssm["ping_status"] is None and set(instance.ssm) == {"ping_status", "platform_type", "platform_name",
-                                                                          "platform_version", "agent_version", "last_ping"}
+    assert instance.ssm["ping_status"] is None
+    assert set(instance.ssm) == {"ping_status", "platform_type", "platform_name", "platform_version", "agent_version", "last_ping"}
 
 
 def test_filters_take_scalars_and_lists():

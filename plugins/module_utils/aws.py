@@ -5,19 +5,29 @@
 
 The endpoint comes from amazon.aws's options or, when none is set, from boto3's own
 configuration, so AWS_ENDPOINT_URL points every client at another endpoint (the simulator).
+
+Retries stay inside a wait's deadline: a wait sets it with `call_deadline`, and every client made here refuses to start
+a retry once it has passed (DeadlinePassed, an AWS-call error the waits already treat like a failed read). A call made
+before the deadline thus overruns it by at most one attempt (CONNECT_TIMEOUT + READ_TIMEOUT) and one backoff.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
+import time
 
 try:
     import boto3
+    import botocore.exceptions
     import botocore.session
     from botocore.config import Config
     from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
+    _BotoCoreError = botocore.exceptions.BotoCoreError
 except ImportError:  # AnsibleAWSModule reports the missing SDK
     Config = None
+    _BotoCoreError = Exception
 
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import get_aws_connection_info
 from ansible_collections.amazon.aws.plugins.module_utils.retries import RetryingBotoClientWrapper
@@ -29,7 +39,7 @@ from ansible_collections.cms.patching.plugins.module_utils.errors import Patchin
 # 5xx answers and connection errors, with jittered exponential backoff capped at 20 s between attempts.
 MAX_ATTEMPTS = 10
 # Each attempt is bounded too, so one call lasts at most about MAX_ATTEMPTS * (CONNECT_TIMEOUT + READ_TIMEOUT) plus
-# the backoffs; every wait loop checks its own deadline between calls, so it overruns that deadline by no more.
+# the backoffs; inside a wait's call_deadline no retry starts after the deadline, so the wait overruns it by one attempt.
 CONNECT_TIMEOUT = 10
 READ_TIMEOUT = 30
 RETRY_MODE = "standard"
@@ -45,6 +55,51 @@ def client_config(max_attempts=None, **extra):
     """botocore Config with the collection's retry policy; max_attempts counts every attempt (1 = no retry)."""
     return Config(retries={"mode": RETRY_MODE, "total_max_attempts": max_attempts or MAX_ATTEMPTS},
                   connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT, **extra)
+
+
+# Per thread: the wave engine polls partitions in concurrent threads, each with its own deadline.
+_BOUND = threading.local()
+
+
+class DeadlinePassed(_BotoCoreError, PatchingError):
+    """A retry refused because the wait that made the call is past its deadline (a failed read, for the waits)."""
+
+    fmt = "{operation} not retried: the wait's deadline has passed"
+
+
+@contextlib.contextmanager
+def call_deadline(deadline, clock=time.monotonic):
+    """Within the block, this thread's AWS calls start no retry once clock() >= deadline (None lifts the bound).
+
+    `clock` must be the clock the wait compares its deadline with (the modules inject theirs for tests).
+    """
+    previous = getattr(_BOUND, "deadline", None)
+    _BOUND.deadline = None if deadline is None else (deadline, clock)
+    try:
+        yield
+    finally:
+        _BOUND.deadline = previous
+
+
+def refuse_retry_after_deadline(request, event_name="before-send", **_kwargs):
+    """botocore 'before-send' handler (emitted before every attempt): no retry past the current wait's deadline.
+
+    The first attempt always goes out, so a read made at the deadline still happens once.
+    """
+    bound = getattr(_BOUND, "deadline", None)
+    if bound is None:
+        return None
+    attempt = (getattr(request, "context", None) or {}).get("retries", {}).get("attempt", 1)
+    deadline, clock = bound
+    if attempt > 1 and clock() >= deadline:
+        raise DeadlinePassed(operation=".".join(event_name.split(".")[1:]) or "AWS call")
+    return None
+
+
+def bounded_by_deadline(client):
+    """Register the deadline check on a boto3 client (or amazon.aws's wrapper around one); returns the client."""
+    getattr(client, "client", client).meta.events.register("before-send", refuse_retry_after_deadline)
+    return client
 
 
 def _botocore_retries_only(func):
@@ -93,6 +148,7 @@ class AwsSession:
                 self._clients[key] = RetryingBotoClientWrapper(self._assumed_client(service, client_config(max_attempts)), RETRY)
             else:
                 self._clients[key] = self.module.client(service, retry_decorator=RETRY, region=self.region, config=client_config(max_attempts))
+            bounded_by_deadline(self._clients[key])
         return self._clients[key]
 
     def _assumed_client(self, service, config):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 
+from ansible_collections.cms.patching.plugins.module_utils.aws import call_deadline
 from ansible_collections.cms.patching.plugins.module_utils.backup import describe_images_by_id, describe_snapshot_states
 
 PENDING, VERIFIED, FAILED = "pending", "verified", "failed"
@@ -113,7 +114,8 @@ def run_jobs(ec2, jobs, start, max_concurrent, wait, wait_timeout, poll_interval
         if remaining <= 0:
             break
         sleep(min(poll_interval, remaining))
-        poll(ec2, active)
+        with call_deadline(deadline, clock):  # no retry past the wait's deadline
+            poll(ec2, active)
         active = [j for j in active if j.outcome == PENDING]
     for job in active:
         state = job.record["state"] if job.record else "not visible"

@@ -9,6 +9,7 @@ import re
 import time
 import uuid
 
+from ansible_collections.cms.patching.plugins.module_utils.aws import call_deadline
 from ansible_collections.cms.patching.plugins.module_utils.errors import (
     AwsCallError, AwsErrorHandler, PatchingError, no_success_message, require_positive, validate_instance_ids,
 )
@@ -180,7 +181,8 @@ def settle_compliance(ssm, ids, must_be_fresh, before, snapshot_id, deadline, po
     todo = list(ids)
     while todo:
         try:
-            after.update(read_patch_states(ssm, todo))
+            with call_deadline(deadline, clock):  # no retry past the wait's deadline
+                after.update(read_patch_states(ssm, todo))
             error = None
         except AwsCallError as e:
             error = str(e)

@@ -15,6 +15,7 @@ import uuid
 
 from ansible_collections.cms.patching.plugins.module_utils import readers
 from ansible_collections.cms.patching.plugins.module_utils import tags as T
+from ansible_collections.cms.patching.plugins.module_utils.aws import call_deadline
 from ansible_collections.cms.patching.plugins.module_utils.batching import EC2_ID_BATCH, SSM_BATCH, chunked, paginate
 from ansible_collections.cms.patching.plugins.module_utils.errors import (
     IMAGE_ID_RE, AwsCallError, AwsErrorHandler, PatchingError, no_success_message, require_positive, validate_instance_ids,
@@ -134,7 +135,8 @@ def wait_tasks(ec2, task_ids, timeout, poll_interval, clock=time.monotonic, slee
         if not open_ids:
             break
         try:
-            states.update(describe_tasks(ec2, open_ids))
+            with call_deadline(deadline, clock):  # no retry past the wait's deadline
+                states.update(describe_tasks(ec2, open_ids))
         except AwsCallError as e:
             error = str(e)
         if all(s in TASK_DONE for s in states.values()) or clock() >= deadline:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import time
 
+from ansible_collections.cms.patching.plugins.module_utils.aws import call_deadline
 from ansible_collections.cms.patching.plugins.module_utils.errors import aws_error_message, is_aws_error
 from ansible_collections.cms.patching.plugins.module_utils.readers import read_agents
 
@@ -33,7 +34,8 @@ def wait_online(ssm, instance_ids, timeout, poll_interval, clock=time.monotonic,
     deadline = clock() + timeout
     while waiting:
         try:
-            last.update(ping_statuses(ssm, waiting))
+            with call_deadline(deadline, clock):  # no retry past the wait's deadline
+                last.update(ping_statuses(ssm, waiting))
         except Exception as e:  # pylint: disable=broad-except
             if not is_aws_error(e):
                 raise

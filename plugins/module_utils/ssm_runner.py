@@ -22,6 +22,7 @@ try:
 except ImportError:  # AnsibleAWSModule reports the missing SDK
     pass
 
+from ansible_collections.cms.patching.plugins.module_utils.aws import call_deadline
 from ansible_collections.cms.patching.plugins.module_utils.batching import SSM_BATCH, chunked, paginate
 from ansible_collections.cms.patching.plugins.module_utils.errors import aws_error_message, error_code, is_aws_error
 from ansible_collections.cms.patching.plugins.module_utils.models import OperationResult
@@ -201,26 +202,36 @@ class SsmRunner:
                 results.update({i: unsent_result(cmd, i) for i in cmd.instance_ids})
         open_cmds = [c for c in commands if c.command_id]
         while open_cmds:
-            executing = self._executing(open_cmds)
-            still_open = []
-            for cmd in open_cmds:
-                if (cmd.command_id in executing and cmd.cancelled_at is None and self.clock() < cmd.deadline
-                        and not self._lost_open(cmd)):
-                    still_open.append(cmd)  # AWS says it is still running: nothing to read per instance yet
-                    continue
-                details = self._details(cmd)  # left the Executing stage (or unknown): its invocations, with output
-                if not cmd.open_ids() or self._grace_over(cmd) or self._lost_settled(cmd):
-                    results.update({i: self._settle(cmd, i, details.get(i, {})) for i in cmd.instance_ids})
-                    continue
-                if cmd.cancelled_at is None and self.clock() >= cmd.deadline:
-                    self._cancel(cmd)
-                still_open.append(cmd)
-            open_cmds = still_open
-            if open_cmds and watch is not None:
-                self._cancel_lost(open_cmds, watch([c for c in open_cmds if c.cancelled_at is None]))
+            with call_deadline(self._next_deadline(open_cmds), self.clock):  # no read retries past it
+                open_cmds = self._poll(open_cmds, results, watch)
             if open_cmds:
                 self.sleep(self.config.poll_interval)
         return results
+
+    def _next_deadline(self, cmds):
+        """The earliest moment this wait must act on: a command's deadline, or the end of its cancel grace."""
+        return min(c.deadline if c.cancelled_at is None else c.cancelled_at + self.cancel_grace for c in cmds)
+
+    def _poll(self, open_cmds, results, watch):
+        """One poll of the open commands: settles those that ended into results, returns those still open."""
+        executing = self._executing(open_cmds)
+        still_open = []
+        for cmd in open_cmds:
+            if (cmd.command_id in executing and cmd.cancelled_at is None and self.clock() < cmd.deadline
+                    and not self._lost_open(cmd)):
+                still_open.append(cmd)  # AWS says it is still running: nothing to read per instance yet
+                continue
+            details = self._details(cmd)  # left the Executing stage (or unknown): its invocations, with output
+            if not cmd.open_ids() or self._grace_over(cmd) or self._lost_settled(cmd):
+                results.update({i: self._settle(cmd, i, details.get(i, {})) for i in cmd.instance_ids})
+                continue
+            if cmd.cancelled_at is None and self.clock() >= cmd.deadline:
+                self._cancel(cmd)
+            still_open.append(cmd)
+        open_cmds = still_open
+        if open_cmds and watch is not None:
+            self._cancel_lost(open_cmds, watch([c for c in open_cmds if c.cancelled_at is None]))
+        return open_cmds
 
     def _cancel_lost(self, cmds, lost):
         """Cancel, once each, the invocations of lost agents that AWS lists InProgress (delivered and running: an
@@ -235,7 +246,8 @@ class SsmRunner:
                 continue
             note = "CancelCommand sent"
             try:
-                self.ssm.cancel_command(aws_retry=True, CommandId=cmd.command_id, InstanceIds=ids)
+                with call_deadline(None):  # the cancel that enforces a deadline is never cut short by it
+                    self.ssm.cancel_command(aws_retry=True, CommandId=cmd.command_id, InstanceIds=ids)
             except Exception as e:  # pylint: disable=broad-except
                 if not is_aws_error(e):
                     raise
@@ -292,7 +304,8 @@ class SsmRunner:
                              if cmd.last_error or i not in cmd.states}
         cmd.cancelled_at = self.clock()
         try:
-            self.ssm.cancel_command(aws_retry=True, CommandId=cmd.command_id, InstanceIds=open_ids)
+            with call_deadline(None):  # the cancel that enforces the deadline is never cut short by it
+                self.ssm.cancel_command(aws_retry=True, CommandId=cmd.command_id, InstanceIds=open_ids)
         except Exception as e:  # pylint: disable=broad-except
             if not is_aws_error(e):
                 raise

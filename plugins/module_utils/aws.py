@@ -27,7 +27,9 @@ try:
     _BotoCoreError = botocore.exceptions.BotoCoreError
 except ImportError:  # AnsibleAWSModule reports the missing SDK
     Config = None
-    _BotoCoreError = Exception
+
+    class _BotoCoreError(Exception):  # a stand-in base of its own: Exception itself would clash with PatchingError's MRO
+        pass
 
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import get_aws_connection_info
 from ansible_collections.amazon.aws.plugins.module_utils.retries import RetryingBotoClientWrapper
@@ -90,7 +92,7 @@ def refuse_retry_after_deadline(request, event_name="before-send", **_kwargs):
     if bound is None:
         return None
     attempt = (getattr(request, "context", None) or {}).get("retries", {}).get("attempt", 1)
-    deadline, clock = bound
+    deadline, clock = bound[0], bound[1]
     if attempt > 1 and clock() >= deadline:
         raise DeadlinePassed(operation=".".join(event_name.split(".")[1:]) or "AWS call")
     return None

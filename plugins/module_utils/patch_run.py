@@ -28,6 +28,21 @@ HOOKS = dict(pre_install_hook_doc_name="PreInstallHookDocName", post_install_hoo
              on_exit_hook_doc_name="OnExitHookDocName")
 DOC_NAME_RE = re.compile(r"^[a-zA-Z0-9_.:/-]{3,128}$")
 STEP = "patch"
+# The patch options ssm_patch_run and ssm_patch_wave share (each module documents them).
+PATCH_ARGS = dict(
+    operation=dict(type="str", choices=["Install", "Scan"], default="Install"),
+    reboot_option=dict(type="str", choices=["RebootIfNeeded", "NoReboot"], default="RebootIfNeeded"),
+    document=dict(type="str", choices=list(DOCUMENTS), default="AWS-RunPatchBaseline"),
+    pre_install_hook_doc_name=dict(type="str"),
+    post_install_hook_doc_name=dict(type="str"),
+    on_exit_hook_doc_name=dict(type="str"),
+    snapshot_id=dict(type="str"),
+    install_override_list=dict(type="str"),
+    baseline_override=dict(type="str"),
+    execution_timeout=dict(type="int", default=7200),
+    agent_online_timeout=dict(type="int", default=900),
+    agent_check_interval=dict(type="float", default=60.0),
+)
 # SendCommand refuses unregistered or terminated instances for the whole batch (InvalidInstanceId): never send to them.
 UNSENDABLE = ("NotRegistered", "Inactive")
 # What counts as success for fail_on_no_success: patched (or scanned), check mode's would_run, and sent with wait=false.

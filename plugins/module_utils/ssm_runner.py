@@ -244,14 +244,7 @@ class SsmRunner:
             ids = [i for i in ids if normalise(cmd.states.get(i, (None, None))[0]) == "inprogress"]
             if not ids:
                 continue
-            note = "CancelCommand sent"
-            try:
-                with call_deadline(None):  # the cancel that enforces a deadline is never cut short by it
-                    self.ssm.cancel_command(aws_retry=True, CommandId=cmd.command_id, InstanceIds=ids)
-            except Exception as e:  # pylint: disable=broad-except
-                if not is_aws_error(e):
-                    raise
-                note = aws_error_message(e, "ssm:CancelCommand", cmd.command_id)
+            note = self._send_cancel(cmd, ids) or "CancelCommand sent"
             for iid in ids:
                 outcome, error = lost[iid]
                 cmd.lost[iid] = dict(at=self.clock(), outcome=outcome, error=f"{error}; {note}")
@@ -303,13 +296,20 @@ class SsmRunner:
         cmd.cancel_unread = {i: cmd.last_error or "its invocation was never listed" for i in open_ids
                              if cmd.last_error or i not in cmd.states}
         cmd.cancelled_at = self.clock()
+        error = self._send_cancel(cmd, open_ids)
+        if error:
+            cmd.last_error = cmd.cancel_error = error
+
+    def _send_cancel(self, cmd, instance_ids):
+        """CancelCommand for these invocations; None when it was sent, else the one-line error."""
         try:
-            with call_deadline(None):  # the cancel that enforces the deadline is never cut short by it
-                self.ssm.cancel_command(aws_retry=True, CommandId=cmd.command_id, InstanceIds=open_ids)
+            with call_deadline(None):  # the cancel that enforces a deadline is never cut short by it
+                self.ssm.cancel_command(aws_retry=True, CommandId=cmd.command_id, InstanceIds=instance_ids)
         except Exception as e:  # pylint: disable=broad-except
             if not is_aws_error(e):
                 raise
-            cmd.last_error = cmd.cancel_error = aws_error_message(e, "ssm:CancelCommand", cmd.command_id)
+            return aws_error_message(e, "ssm:CancelCommand", cmd.command_id)
+        return None
 
     def _details(self, cmd):
         try:

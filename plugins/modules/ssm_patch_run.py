@@ -212,7 +212,7 @@ from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleA
 
 from ansible_collections.cms.patching.plugins.module_utils.aws import ASSUME_ROLE_ARGS, AwsSession, validate_region
 from ansible_collections.cms.patching.plugins.module_utils.errors import RESULT_ARGS, exit_with
-from ansible_collections.cms.patching.plugins.module_utils.patch_run import no_success, run_patch, validate
+from ansible_collections.cms.patching.plugins.module_utils.patch_run import PATCH_ARGS, no_success, run_patch, validate
 from ansible_collections.cms.patching.plugins.module_utils.ssm_options import RUNNER_ARGS
 
 
@@ -228,18 +228,7 @@ def patch(module):
 def main():
     argument_spec = dict(
         instance_ids=dict(type="list", elements="str", required=True),
-        operation=dict(type="str", choices=["Install", "Scan"], default="Install"),
-        reboot_option=dict(type="str", choices=["RebootIfNeeded", "NoReboot"], default="RebootIfNeeded"),
-        document=dict(type="str", choices=["AWS-RunPatchBaseline", "AWS-RunPatchBaselineWithHooks"], default="AWS-RunPatchBaseline"),
-        pre_install_hook_doc_name=dict(type="str"),
-        post_install_hook_doc_name=dict(type="str"),
-        on_exit_hook_doc_name=dict(type="str"),
-        snapshot_id=dict(type="str"),
-        install_override_list=dict(type="str"),
-        baseline_override=dict(type="str"),
-        execution_timeout=dict(type="int", default=7200),
-        agent_online_timeout=dict(type="int", default=900),
-        agent_check_interval=dict(type="float", default=60.0),
+        **PATCH_ARGS,
         **RUNNER_ARGS,
         **ASSUME_ROLE_ARGS,
         **RESULT_ARGS,

@@ -569,7 +569,8 @@ def _params(service: str, environ: dict, body: bytes) -> dict:
     return {k: v[0] for k, v in form.items()}
 
 
-def _body(environ: dict) -> bytes:
+def buffer_body(environ: dict) -> bytes:
+    """Read the request body once and hand the app behind a fresh stream (the middleware and this module both read it)."""
     try:
         length = int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
@@ -587,7 +588,7 @@ def request_call(environ: dict, service: str, action: str, akid: str) -> tuple[d
     match = _REGION_RE.search(environ.get("HTTP_AUTHORIZATION", ""))
     region = match.group(1) if match else "us-east-1"
     account = get_account_id_from(akid)
-    body = b"" if service == "s3" else _body(environ)
+    body = b"" if service == "s3" else buffer_body(environ)
     headers = {k[5:].replace("_", "-"): v for k, v in environ.items() if k.startswith("HTTP_")}
     resolver = MotoResolver(account, region) if service in ("ec2", "ssm") else Resolver()
     call = build_call(service, action, _params(service, environ, body), region, account, resolver,

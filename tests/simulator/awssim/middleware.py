@@ -1,7 +1,6 @@
 """WSGI middleware around moto's app: accounting, throttling and the /_sim control endpoints."""
 from __future__ import annotations
 
-import io
 import json
 import random
 import re
@@ -97,7 +96,7 @@ class SimMiddleware:
         service, akid = self._credential(environ)
         query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
         if service in ("ec2", "sts", "iam") or "Action" in query:
-            body = self._buffer_body(environ)
+            body = iam.buffer_body(environ)
             form = parse_qs(body.decode("utf-8", "replace")) if body else {}
             action = (form.get("Action") or query.get("Action") or ["Unknown"])[0]
         elif service == "s3":
@@ -135,19 +134,6 @@ class SimMiddleware:
             parts = cred[0].split("/")
             return (parts[3] if len(parts) > 3 else None), parts[0]
         return None, None
-
-    @staticmethod
-    def _buffer_body(environ) -> bytes:
-        """Read the form body once and hand moto a fresh stream."""
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = 0
-        if length <= 0:
-            return b""
-        body = environ["wsgi.input"].read(length)
-        environ["wsgi.input"] = io.BytesIO(body)
-        return body
 
     @staticmethod
     def _throttle(service: str, start_response) -> list[bytes]:

@@ -103,7 +103,8 @@ class SimMiddleware:
             action = _s3_action(environ.get("REQUEST_METHOD", "GET"), path, query)
         else:
             target = environ.get("HTTP_X_AMZ_TARGET", "")
-            action = target.rpartition(".")[2] or "Unknown"
+            # smithy-rpc-v2-cbor (CloudWatch in botocore >= 1.38): POST /service/<name>/operation/<Action>, no target header.
+            action = target.rpartition(".")[2] or (path.rpartition("/operation/")[2] if "/operation/" in path else "") or "Unknown"
         service = service or "unknown"
         state.ACCOUNTING.record(akid, f"{service}:{action}")
         state.set_current_key(akid)
@@ -253,4 +254,12 @@ class SimMiddleware:
                 except (ValueError, TypeError) as exc:
                     return _json(start_response, "400 Bad Request", {"ok": False, "error": str(exc)})
                 return _json(start_response, "200 OK", dict(acc.config))
+        if path == "/_sim/alarm" and method == "POST":  # schedule a SetAlarmState at a simulated time (cloudwatch.py)
+            from . import cloudwatch  # pylint: disable=import-outside-toplevel
+            try:
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+                payload = json.loads(environ["wsgi.input"].read(length) or b"{}") if length else {}
+                return _json(start_response, "200 OK", cloudwatch.schedule(payload))
+            except (ValueError, TypeError) as exc:
+                return _json(start_response, "400 Bad Request", {"ok": False, "error": str(exc)})
         return _json(start_response, "404 Not Found", {"ok": False, "error": f"no such endpoint {method} {path}"})

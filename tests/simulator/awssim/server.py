@@ -21,6 +21,8 @@ def apply_patches() -> None:
         ec2.apply()
         images.apply()
         ssm.apply()
+        from . import cloudwatch  # pylint: disable=import-outside-toplevel
+        cloudwatch.apply()
         _DONE.append(True)
 
 

@@ -14,6 +14,8 @@ from moto.ec2.models.tags import TagBackend
 from moto.ec2.responses import EC2Response
 from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, filter_dict_attribute_mapping, get_prefix, is_tag_filter, passes_filter_dict
 
+from . import state
+
 XMLNS = "http://ec2.amazonaws.com/doc/2016-11-15/"
 
 
@@ -145,6 +147,54 @@ def _root_type_get(self):
 
 def _root_type_set(self, value):
     self.__dict__["_sim_root_type"] = value
+
+
+# -- reboot, stop and start as the SSM model sees them ------------------------------------------------------------
+
+def _power_event(inst, action: str) -> None:
+    """Record a reboot/stop/start for ssm.py: the agent is away for reboot_s after a reboot or a start."""
+    state.add_event(inst.id, "power", state.now(), {"action": action, "reboot_s": state.setting("reboot_s")})
+
+
+def _reboot_instances(self, instance_ids):
+    # EC2 API reference, RebootInstances: "Requests to reboot terminated instances are ignored"; moto made any
+    # instance, even a stopped one, running. Only running instances reboot here.
+    rebooted = []
+    for inst in self.get_multi_instances_by_id(instance_ids):
+        if inst.state != "running":
+            continue
+        inst.reboot()
+        _power_event(inst, "reboot")
+        rebooted.append(inst)
+    return rebooted
+
+
+_orig_stop_instances = InstanceBackend.stop_instances
+_orig_start_instances = InstanceBackend.start_instances
+
+
+def _stop_instances(self, instance_ids):
+    # EC2 API reference, "Error codes": UnsupportedOperation, e.g. stopping an instance store-backed instance (EC2 user
+    # guide, "Stop and start Amazon EC2 instances": only EBS-backed instances can be stopped). moto stopped them.
+    for inst in self.get_multi_instances_by_id(instance_ids):
+        if inst.root_device_type != "ebs":
+            raise EC2ClientError("UnsupportedOperation",
+                                 f"The instance '{inst.id}' does not have an 'ebs' root device type and cannot be stopped.")
+    stopped = _orig_stop_instances(self, instance_ids)
+    for inst, previous in stopped:
+        if previous.name != "stopped":
+            _power_event(inst, "stop")
+    return stopped
+
+
+def _start_instances(self, instance_ids):
+    # moto gives an auto-assigned public IP a new address on start (EC2 user guide, "Amazon EC2 instance IP
+    # addressing": a stopped instance releases its public IPv4 address and gets a new one when started).
+    started = _orig_start_instances(self, instance_ids)
+    for inst, previous in started:
+        if previous.name == "stopped":
+            _power_event(inst, "start")
+    return started
 
 
 # -- fast XML rendering --------------------------------------------------------------------------------------------
@@ -282,6 +332,9 @@ def apply() -> None:
     InstanceBackend.get_instance_by_id = _get_instance_by_id
     InstanceBackend.get_multi_instances_by_id = _get_multi_instances_by_id
     InstanceBackend.run_instances = _run_instances
+    InstanceBackend.reboot_instances = _reboot_instances
+    InstanceBackend.stop_instances = _stop_instances
+    InstanceBackend.start_instances = _start_instances
     AmiBackend.describe_images = _describe_images
     EBSBackend.describe_volumes = _describe_volumes
     Instance.platform = property(_platform_get, _platform_set)

@@ -30,6 +30,12 @@ PLATFORMS = {
 }
 BASELINES = {"Linux": "pb-0c10e65780EXAMPLE", "Windows": "pb-0a97e8a1d4EXAMPLE", "MacOS": "pb-0e6ac4f11fEXAMPLE"}
 INSTALLED = 100
+# disk-full: the free space a check finds on / and /var (C: on Windows), below any sensible minimum.
+DISK_FULL_FREE_MB = 12
+FREE_SPACE_CHECK_RE = re.compile(r"\bdf\b|Get-PSDrive|Get-Volume|Win32_LogicalDisk", re.IGNORECASE)
+THRESHOLD_RE = re.compile(r"-lt\s+(\d+)")
+# The faults whose agent stays away after the reboot inside a command until EC2 brings it back (state.FAULTS).
+AGENT_FAULTS = ("agent-stuck", "agent-dead")
 COMMANDS: dict[tuple[str, str], dict[str, "Command"]] = {}
 
 
@@ -102,7 +108,7 @@ def _moments(instance_id: str, now: float) -> list[tuple[float, str, object]]:
     """
     out = []
     for at, kind, obj in state.events(instance_id):
-        if kind == "restore":
+        if kind in ("restore", "power"):
             if at <= now:
                 out.append((at, kind, obj))
             continue
@@ -133,11 +139,17 @@ def timeline(instance, now: float) -> dict:
             hang = False
             reboots.append((at, at + obj["reboot_s"]))
             continue
+        if kind == "power":
+            # EC2 RebootInstances, or StartInstances after a stop: the agent is away while the instance boots (ec2.py).
+            if obj["action"] in ("reboot", "start"):
+                reboots.append((at, at + obj["reboot_s"]))
+            continue
         if kind == "reboot":
             # SSM user guide, "Handling reboots when running commands": exit 194 (3010 on Windows) makes the agent
-            # reboot the node inside the command; with reboot-hang the agent never comes back.
+            # reboot the node inside the command; with reboot-hang the agent never comes back, with agent-stuck or
+            # agent-dead not until EC2 brings it back.
             reboots.append(obj.reboot)
-            hang = hang or obj.hang
+            hang = hang or obj.hung(now)
             continue
         outcome = obj.final()
         cmd = obj.command
@@ -221,7 +233,8 @@ class Invocation:
         self.instance_name = instance.private_dns_name
         self.outcome = outcome
         self.faults = faults
-        self.start = self.end = command.created
+        self.start = self._end = command.created
+        self.stuck = next((f for f in AGENT_FAULTS if f in faults), "")
         self.terminated_at: float | None = None
         self.cancelled_at: float | None = None
         self.reboot: tuple[float, float] | None = None  # the reboot inside the command (RebootIfNeeded), if any
@@ -235,8 +248,43 @@ class Invocation:
         self.start, self.end = start, start + duration
         if self.outcome.get("reboot"):
             self.reboot = (self.end, self.end + reboot_s)
-            self.hang = "reboot-hang" in self.faults
+            self.hang = "reboot-hang" in self.faults or bool(self.stuck)
             self.end = math.inf if self.hang else self.reboot[1]
+
+    @property
+    def end(self) -> float:
+        """When the invocation ends; an agent brought back by EC2 resumes the document and ends it once it is up."""
+        if self._end == math.inf and self.stuck:
+            back = self.recovery()
+            if back is not None:
+                return back[1]
+        return self._end
+
+    @end.setter
+    def end(self, value: float) -> None:
+        self._end = value
+
+    def recovery(self) -> tuple[float, float] | None:
+        """(EC2 call that brought the agent back, when it is up again) for agent-stuck / agent-dead, else None.
+
+        agent-stuck: the first RebootInstances (or StartInstances after a stop) after the in-command reboot began;
+        agent-dead: only a StartInstances, i.e. a stop and start. The agent then runs the document again (SSM user
+        guide, "Handling reboots when running commands"), so the command can still end.
+        """
+        if not self.stuck or self.reboot is None:
+            return None
+        wanted = ("reboot", "start") if self.stuck == "agent-stuck" else ("start",)
+        for at, kind, obj in state.events(self.instance_id):
+            if kind == "power" and obj["action"] in wanted and at >= self.reboot[0]:
+                return at, at + obj["reboot_s"]
+        return None
+
+    def hung(self, now: float) -> bool:
+        """The agent is away for good at `now` (reboot-hang, or agent-stuck / agent-dead not yet brought back)."""
+        if not self.hang:
+            return False
+        back = self.recovery()
+        return back is None or now < back[0]
 
     def reboot_started(self, now: float) -> bool:
         """The reboot began by `now`; cancelling the command once it has begun does not stop it."""
@@ -300,10 +348,13 @@ class Command:
                     "reboot": reboot}
 
         ping = ping_status(instance, self.created)[0]
+        disk_full = self._disk_full(faults)
         if "undeliverable" in faults:
             return outcome("Failed", "Undeliverable", -1, ran=False), faults
         if "delivery-timeout" in faults or (ping == "ConnectionLost" and not timeline(instance, self.created)["in_reboot"]):
             return outcome("TimedOut", "Delivery Timed Out", -1, ran=False), faults
+        if disk_full:
+            return outcome(*disk_full, error=True), faults
         if self.document in PATCH_DOCS:
             operation = self.param("Operation", "Scan")
             if operation == "Install" and "patch-fail" in faults:
@@ -317,6 +368,29 @@ class Command:
             return outcome("Failed", "Failed", 1, "", f"simulated {fault}: step {self.step} failed\nfailed to run commands: exit status 1\n",
                            error=True), faults
         return outcome("Success", "Success", 0, "ok\n"), faults
+
+    def _disk_full(self, faults: set[str]) -> tuple | None:
+        """disk-full: what a full root volume does to this command (status, details, rc, stdout, stderr), or None.
+
+        A free-space check (df, Get-PSDrive) sees DISK_FULL_FREE_MB and fails against any `-lt N` minimum above it (or
+        when no minimum can be read); AWS-RunPatchBaseline cannot download or install packages and exits 1 (its
+        failures are exit codes: Patch Manager guide, "SSM Command document for patching: AWS-RunPatchBaseline")."""
+        if "disk-full" not in faults:
+            return None
+        if self.document in PATCH_DOCS:
+            doing = "Installing patches" if self.param("Operation", "Scan") == "Install" else "Scanning for patches"
+            return ("Failed", "Failed", 1, f"{doing}...\n",
+                    "[Errno 28] No space left on device\nfailed to run commands: exit status 1\n")
+        script = "\n".join(self.parameters.get("commands") or [])
+        if not FREE_SPACE_CHECK_RE.search(script):
+            return None
+        minimums = [int(m) for m in THRESHOLD_RE.findall(script)]
+        if minimums and max(minimums) <= DISK_FULL_FREE_MB:
+            return None
+        need = f", need {max(minimums)}" if minimums else ""
+        where = "C:" if self.document == "AWS-RunPowerShellScript" else "/"
+        return ("Failed", "Failed", 1, f"only {DISK_FULL_FREE_MB} MB free on {where}{need}\n",
+                "failed to run commands: exit status 1\n")
 
     def _patch_success(self, instance, operation: str) -> dict:
         """A successful AWS-RunPatchBaseline run: whether it reboots inside the command, and what it prints."""

@@ -39,6 +39,13 @@ FAULTS = frozenset((
     "undeliverable", "delivery-timeout", "reboot-hang", "restart-fail", "health-fail", "rollback-fail",
 ))
 
+# Agent and disk faults (ssm.py, ec2.py). agent-stuck: after the reboot inside a patch command the agent stays away
+# (ConnectionLost, the invocation InProgress) until an EC2 RebootInstances, or a stop and start; agent-dead: only a stop
+# and start brings it back. Once back, the agent resumes the document and the command ends (SSM user guide, "Handling
+# reboots when running commands": the agent runs the document again after the reboot). disk-full: 12 MB free, so a
+# free-space check (df / Get-PSDrive) fails and AWS-RunPatchBaseline fails with exit 1 (no space for packages).
+FAULTS |= {"agent-stuck", "agent-dead", "disk-full"}
+
 _LOCK = threading.RLock()
 _CTX = threading.local()
 

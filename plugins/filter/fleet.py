@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.cms.patching.plugins.module_utils.fleet import HostError, host_instance_map, host_results, index_results
-from ansible_collections.cms.patching.plugins.module_utils.fleet import partition_hosts as _partition_hosts
+from ansible_collections.cms.patching.plugins.plugin_utils.fleet import HostError, host_instance_map, host_results, index_results
+from ansible_collections.cms.patching.plugins.plugin_utils.fleet import partition_hosts as _partition_hosts
 
 
 def partition_hosts(hosts, hostvars, default_region=None):

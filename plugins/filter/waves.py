@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.cms.patching.plugins.module_utils import tags as T
-from ansible_collections.cms.patching.plugins.module_utils.fleet import instance_id_of, read_once
+from ansible_collections.cms.patching.plugins.plugin_utils.fleet import instance_id_of, read_once
 from ansible_collections.cms.patching.plugins.module_utils.waves import host_commands
 
 

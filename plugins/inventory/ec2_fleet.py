@@ -206,7 +206,7 @@ from ansible.module_utils.common.text.converters import to_text
 from ansible_collections.amazon.aws.plugins.plugin_utils.botocore import get_aws_connection_info
 from ansible_collections.amazon.aws.plugins.plugin_utils.inventory import AWSInventoryBase
 
-from ansible_collections.cms.patching.plugins.module_utils import inventory_fleet as fleet
+from ansible_collections.cms.patching.plugins.plugin_utils import inventory as fleet
 from ansible_collections.cms.patching.plugins.module_utils.aws import assumed_role_session, client_config
 from ansible_collections.cms.patching.plugins.module_utils.errors import PatchingError, aws_error_message, error_code, is_aws_error
 

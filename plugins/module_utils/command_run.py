@@ -17,10 +17,10 @@ from ansible_collections.cms.patching.plugins.module_utils.errors import (
 from ansible_collections.cms.patching.plugins.module_utils import readers
 from ansible_collections.cms.patching.plugins.module_utils.models import RunConfig, summarize
 from ansible_collections.cms.patching.plugins.module_utils.root_restore import unknown_instances
-from ansible_collections.cms.patching.plugins.module_utils.ssm_options import (
+from ansible_collections.cms.patching.plugins.module_utils.ssm.options import (
     request_options, resolve_run_id, validate_runner_options, validate_step,
 )
-from ansible_collections.cms.patching.plugins.module_utils.ssm_runner import CommandRequest, SsmRunner
+from ansible_collections.cms.patching.plugins.module_utils.ssm.runner import CommandRequest, SsmRunner
 
 DOCUMENTS = {"linux": "AWS-RunShellScript", "windows": "AWS-RunPowerShellScript"}
 # Steps that only look: they never report `changed`.

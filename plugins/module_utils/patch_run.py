@@ -16,12 +16,12 @@ from ansible_collections.cms.patching.plugins.module_utils.errors import (
 from ansible_collections.cms.patching.plugins.module_utils.models import RunConfig, summarize
 from ansible_collections.cms.patching.plugins.module_utils.readers import read_patch_states as read_compliance
 from ansible_collections.cms.patching.plugins.module_utils.root_restore import unknown_instances
-from ansible_collections.cms.patching.plugins.module_utils.ssm_agents import AgentWatch, ping_statuses
-from ansible_collections.cms.patching.plugins.module_utils.ssm_options import (
+from ansible_collections.cms.patching.plugins.module_utils.ssm.agents import AgentWatch, ping_statuses
+from ansible_collections.cms.patching.plugins.module_utils.ssm.options import (
     request_options, resolve_run_id, validate_runner_options,
 )
-from ansible_collections.cms.patching.plugins.module_utils.ssm_runner import CommandRequest, SsmRunner
-from ansible_collections.cms.patching.plugins.module_utils.ssm_status import STDOUT_CONTENT_MAX
+from ansible_collections.cms.patching.plugins.module_utils.ssm.runner import CommandRequest, SsmRunner
+from ansible_collections.cms.patching.plugins.module_utils.ssm.status import STDOUT_CONTENT_MAX
 
 DOCUMENTS = ("AWS-RunPatchBaseline", "AWS-RunPatchBaselineWithHooks")
 HOOKS = dict(pre_install_hook_doc_name="PreInstallHookDocName", post_install_hook_doc_name="PostInstallHookDocName",

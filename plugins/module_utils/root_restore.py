@@ -21,7 +21,7 @@ from ansible_collections.cms.patching.plugins.module_utils.errors import (
     IMAGE_ID_RE, AwsCallError, AwsErrorHandler, PatchingError, no_success_message, require_positive, validate_instance_ids,
 )
 from ansible_collections.cms.patching.plugins.module_utils.models import summarize
-from ansible_collections.cms.patching.plugins.module_utils.ssm_agents import ONLINE, wait_online
+from ansible_collections.cms.patching.plugins.module_utils.ssm.agents import ONLINE, wait_online
 
 TASK_DONE = ("succeeded", "failed", "failed-detached")
 GONE_INSTANCE_STATES = ("shutting-down", "terminated")

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 from ansible_collections.cms.patching.plugins.module_utils import tags as T
-from ansible_collections.cms.patching.plugins.module_utils.backup import find_verified_backups
+from ansible_collections.cms.patching.plugins.module_utils.backup.images import find_verified_backups
 from ansible_collections.cms.patching.plugins.module_utils.batching import chunked
 from ansible_collections.cms.patching.plugins.module_utils.command_run import run_commands, validate as validate_command_step
 from ansible_collections.cms.patching.plugins.module_utils.errors import (
@@ -26,7 +26,7 @@ from ansible_collections.cms.patching.plugins.module_utils.errors import (
 )
 from ansible_collections.cms.patching.plugins.module_utils.patch_run import run_patch, validate as validate_patch
 from ansible_collections.cms.patching.plugins.module_utils.root_restore import run_restore
-from ansible_collections.cms.patching.plugins.module_utils.ssm_options import resolve_run_id
+from ansible_collections.cms.patching.plugins.module_utils.ssm.options import resolve_run_id
 from ansible_collections.cms.patching.plugins.module_utils.waves import PATCH_OK, by_id, needs_rollback, passed, wave_entries
 
 STEPS = ("gate", "precheck", "patch", "restart", "health", "rollback")

@@ -106,7 +106,7 @@ missing:
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
 from ansible_collections.cms.patching.plugins.module_utils.aws import ASSUME_ROLE_ARGS, AwsSession, validate_region
-from ansible_collections.cms.patching.plugins.module_utils.backup import find_verified_backups
+from ansible_collections.cms.patching.plugins.module_utils.backup.images import find_verified_backups
 from ansible_collections.cms.patching.plugins.module_utils.errors import exit_with, require_positive, validate_instance_ids
 
 

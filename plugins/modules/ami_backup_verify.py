@@ -270,8 +270,8 @@ summary:
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
 from ansible_collections.cms.patching.plugins.module_utils.aws import ASSUME_ROLE_ARGS, AwsSession
-from ansible_collections.cms.patching.plugins.module_utils.backup_naming import DEFAULT_DESCRIPTION, DEFAULT_NAME
-from ansible_collections.cms.patching.plugins.module_utils.backup_run import no_success, run_backup, validate_params
+from ansible_collections.cms.patching.plugins.module_utils.backup.naming import DEFAULT_DESCRIPTION, DEFAULT_NAME
+from ansible_collections.cms.patching.plugins.module_utils.backup.run import no_success, run_backup, validate_params
 from ansible_collections.cms.patching.plugins.module_utils.errors import RESULT_ARGS, exit_with
 
 

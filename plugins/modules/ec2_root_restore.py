@@ -107,7 +107,7 @@ from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleA
 from ansible_collections.cms.patching.plugins.module_utils.aws import ASSUME_ROLE_ARGS, AwsSession, validate_region
 from ansible_collections.cms.patching.plugins.module_utils.errors import RESULT_ARGS, exit_with
 from ansible_collections.cms.patching.plugins.module_utils.root_restore import no_success, run_restore, validate
-from ansible_collections.cms.patching.plugins.module_utils.ssm_options import resolve_run_id
+from ansible_collections.cms.patching.plugins.module_utils.ssm.options import resolve_run_id
 
 
 def restore(module):

@@ -152,7 +152,7 @@ from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleA
 from ansible_collections.cms.patching.plugins.module_utils.aws import ASSUME_ROLE_ARGS, AwsSession, validate_region
 from ansible_collections.cms.patching.plugins.module_utils.command_run import no_success, run_commands, validate
 from ansible_collections.cms.patching.plugins.module_utils.errors import RESULT_ARGS, exit_with
-from ansible_collections.cms.patching.plugins.module_utils.ssm_options import RUNNER_ARGS
+from ansible_collections.cms.patching.plugins.module_utils.ssm.options import RUNNER_ARGS
 
 
 def run(module):

@@ -213,7 +213,7 @@ from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleA
 from ansible_collections.cms.patching.plugins.module_utils.aws import ASSUME_ROLE_ARGS, AwsSession, validate_region
 from ansible_collections.cms.patching.plugins.module_utils.errors import RESULT_ARGS, exit_with
 from ansible_collections.cms.patching.plugins.module_utils.patch_run import PATCH_ARGS, no_success, run_patch, validate
-from ansible_collections.cms.patching.plugins.module_utils.ssm_options import RUNNER_ARGS
+from ansible_collections.cms.patching.plugins.module_utils.ssm.options import RUNNER_ARGS
 
 
 def patch(module):

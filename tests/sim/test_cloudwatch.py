@@ -125,3 +125,11 @@ def test_stop_parameter(sim):
     param = ssm.get_parameter(Name=name)["Parameter"]
     assert (param["Value"], param["Version"], param["Name"]) == ("stop", 2, name)
     assert [p["Name"] for p in ssm.get_parameters_by_path(Path=name.rsplit("/", 1)[0])["Parameters"]] == [name]
+
+
+def test_calls_are_counted_under_the_iam_prefix(sim, prefix):
+    """CloudWatch signs as "monitoring" and speaks smithy-rpc-v2-cbor; stats and iam_policy checks use "cloudwatch:<Action>"."""
+    cw = sim.client("cloudwatch")
+    _metric_alarm(cw, prefix + "a")
+    cw.describe_alarms(AlarmNames=[prefix + "a"])
+    assert sim.stats()["calls"] == {"cloudwatch:PutMetricAlarm": 1, "cloudwatch:DescribeAlarms": 1}

@@ -105,7 +105,9 @@ class SimMiddleware:
             target = environ.get("HTTP_X_AMZ_TARGET", "")
             # smithy-rpc-v2-cbor (CloudWatch in botocore >= 1.38): POST /service/<name>/operation/<Action>, no target header.
             action = target.rpartition(".")[2] or (path.rpartition("/operation/")[2] if "/operation/" in path else "") or "Unknown"
-        service = service or "unknown"
+        # CloudWatch signs as "monitoring"; IAM actions and the sim's stats use the prefix "cloudwatch" (Service
+        # Authorization Reference, "Actions, resources, and condition keys for Amazon CloudWatch").
+        service = {"monitoring": "cloudwatch"}.get(service, service) or "unknown"
         state.ACCOUNTING.record(akid, f"{service}:{action}")
         state.set_current_key(akid)
 

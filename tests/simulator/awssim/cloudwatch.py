@@ -17,7 +17,7 @@ STATES = ("OK", "ALARM", "INSUFFICIENT_DATA")
 # botocore cloudwatch model, DescribeAlarmsInput: AlarmNames at most 100 items, MaxRecords 1..100.
 MAX_NAMES = 100
 MAX_RECORDS = 100
-DEFAULT_RECORDS = 50
+DEFAULT_RECORDS = 50  # AWS documents no default page size; the sim pages at 50 so that callers must follow NextToken
 # (account, region) -> [(at, alarm name, state, reason)], applied in time order when DescribeAlarms is served.
 SCHEDULE: dict[tuple[str, str], list[tuple[float, str, str, str]]] = {}
 

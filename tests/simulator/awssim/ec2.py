@@ -83,7 +83,7 @@ def _get_multi_instances_by_id(self, instance_ids, filters=None):
 _orig_run_instances = InstanceBackend.run_instances
 
 
-SEQ_RE = re.compile(r"\{seq:(\d+):(\d+)\}")
+SEQ_RE = re.compile(r"\{seq:(\d+):(\d+)(?::(\d+))?\}")  # START:WIDTH[:STEP]
 
 
 def _run_instances(self, *args, **kwargs):
@@ -92,11 +92,13 @@ def _run_instances(self, *args, **kwargs):
     for inst in reservation.instances:
         idx[inst.id] = inst
         # Simulator extension used by fleet.py: "{seq:START:WIDTH}" in a tag value numbers the instances of one
-        # RunInstances call (web-001, web-002, ...), so seeding needs no CreateTags call per instance.
+        # RunInstances call (web-001, web-002, ...), so seeding needs no CreateTags call per instance; STEP numbers
+        # every STEP-th name (one call per zone of a group spread round-robin over zones).
         tags = self.tags.get(inst.id, {})
         for key, value in tags.items():
             if "{seq:" in value:
-                tags[key] = SEQ_RE.sub(lambda m, i=inst: str(int(m.group(1)) + i.ami_launch_index).zfill(int(m.group(2))), value)
+                tags[key] = SEQ_RE.sub(lambda m, i=inst: str(int(m.group(1)) + i.ami_launch_index * int(m.group(3) or 1)).zfill(int(m.group(2))),
+                                       value)
     return reservation
 
 

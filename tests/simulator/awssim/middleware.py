@@ -25,6 +25,8 @@ _AUTH_ERRORS = {  # service -> (HTTP status, code, message, protocol)
     "sts": ("403 Forbidden", "InvalidClientTokenId", "The security token included in the request is invalid.", "query"),
     "iam": ("403 Forbidden", "InvalidClientTokenId", "The security token included in the request is invalid.", "query"),
     "s3": ("403 Forbidden", "InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records.", "s3"),
+    "elasticloadbalancing": ("403 Forbidden", "InvalidClientTokenId", "The security token included in the request is invalid.", "query"),
+    "autoscaling": ("403 Forbidden", "InvalidClientTokenId", "The security token included in the request is invalid.", "query"),
 }
 # A call signed with an expired temporary key: EC2 API "Error codes" (RequestExpired: "... the credentials have
 # expired"), the common errors of JSON services such as SSM (ExpiredTokenException), STS/IAM (ExpiredToken), S3.
@@ -33,6 +35,8 @@ _EXPIRED_ERRORS = {  # service -> (HTTP status, code, message, protocol)
     "sts": ("403 Forbidden", "ExpiredToken", "The security token included in the request is expired", "query"),
     "iam": ("403 Forbidden", "ExpiredToken", "The security token included in the request is expired", "query"),
     "s3": ("400 Bad Request", "ExpiredToken", "The provided token has expired.", "s3"),
+    "elasticloadbalancing": ("403 Forbidden", "ExpiredToken", "The security token included in the request is expired", "query"),
+    "autoscaling": ("403 Forbidden", "ExpiredToken", "The security token included in the request is expired", "query"),
 }
 _EXPIRED_JSON = ("403 Forbidden", "ExpiredTokenException", "The security token included in the request is expired", "json")
 _S3_SUBRESOURCES = ("tagging", "versioning", "policy", "acl", "lifecycle", "encryption", "location", "uploads", "delete")
@@ -95,7 +99,7 @@ class SimMiddleware:
             return self._control(environ, start_response, path)
         service, akid = self._credential(environ)
         query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
-        if service in ("ec2", "sts", "iam") or "Action" in query:
+        if service in ("ec2", "sts", "iam", "elasticloadbalancing", "autoscaling") or "Action" in query:  # query protocol
             body = iam.buffer_body(environ)
             form = parse_qs(body.decode("utf-8", "replace")) if body else {}
             action = (form.get("Action") or query.get("Action") or ["Unknown"])[0]

@@ -21,6 +21,9 @@ def apply_patches() -> None:
         ec2.apply()
         images.apply()
         ssm.apply()
+        from . import autoscaling, elbv2  # pylint: disable=import-outside-toplevel
+        elbv2.apply()
+        autoscaling.apply()
         from . import cloudwatch  # pylint: disable=import-outside-toplevel
         cloudwatch.apply()
         _DONE.append(True)

@@ -30,6 +30,12 @@ DEFAULTS["ping_interval_s"] = 300.0
 # MaxSessionDuration 3600..43200, default 3600); AssumeRole refuses a longer DurationSeconds (middleware.py).
 CONFIG_KEYS += ("sts_role_max_session_s",)
 DEFAULTS["sts_role_max_session_s"] = 3600.0
+# health_s: seconds a registered ELBv2 target (or one back from a reboot) needs to pass its health checks (elbv2.py).
+# drain_s: seconds a deregistered target stays draining; -1 (default) = the target group's deregistration_delay attribute.
+# asg_transition_s: seconds of an Auto Scaling standby transition (EnteringStandby, Pending) (autoscaling.py).
+DURATION_KEYS += ("health_s", "drain_s", "asg_transition_s")
+CONFIG_KEYS += ("health_s", "drain_s", "asg_transition_s")
+DEFAULTS.update(health_s=0.2, drain_s=-1.0, asg_transition_s=0.2)
 # Keys whose value is a JSON document rather than a number. iam_policy: an identity-based policy enforced on every call
 # of the key (iam.py); null clears it.
 JSON_KEYS = ("iam_policy",)
@@ -38,6 +44,9 @@ FAULTS = frozenset((
     "ssm-unmanaged", "ssm-offline", "ami-fail", "snapshot-error", "precheck-fail", "patch-fail", "patch-timeout",
     "undeliverable", "delivery-timeout", "reboot-hang", "restart-fail", "health-fail", "rollback-fail",
 ))
+# ELBv2 (elbv2.py): lb-unhealthy = the target fails its health checks for good once a patch has started on the instance;
+# drain-stuck = a deregistered target stays draining forever.
+FAULTS |= {"lb-unhealthy", "drain-stuck"}
 
 # Agent and disk faults (ssm.py, ec2.py). agent-stuck: after the reboot inside a patch command the agent stays away
 # (ConnectionLost, the invocation InProgress) until an EC2 RebootInstances, or a stop and start; agent-dead: only a stop

@@ -240,3 +240,20 @@ def test_calls_are_counted_by_action_and_unknown_keys_refused(sim):
     with pytest.raises(ClientError) as err:
         bad.describe_target_groups()
     assert err.value.response["Error"]["Code"] == "InvalidClientTokenId"
+
+
+def test_refused_elbv2_and_autoscaling_calls_answer_access_denied(sim):
+    # ELBv2 and Auto Scaling speak the query protocol: a refused call is an AccessDenied ErrorResponse (HTTP 403).
+    sim.config(iam_policy={"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "elasticloadbalancing:DescribeTargetGroups", "Resource": "*"}]})
+    try:
+        sim.client("elbv2").describe_target_groups()
+        for call in (lambda: sim.client("elbv2").describe_target_health(TargetGroupArn=f"arn:aws:elasticloadbalancing:us-east-1:"
+                                                                                      f"123456789012:targetgroup/{_name()}/0123456789abcdef"),
+                     lambda: sim.client("autoscaling").describe_auto_scaling_groups()):
+            with pytest.raises(ClientError) as err:
+                call()
+            assert err.value.response["Error"]["Code"] == "AccessDenied"
+            assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    finally:
+        sim.config(iam_policy=None)

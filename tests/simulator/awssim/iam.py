@@ -658,7 +658,7 @@ def denial(service: str, principal: str, check: dict, explicit: bool, start_resp
         body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>UnauthorizedOperation</Code>'
                 f"<Message>{_xml(text)}</Message></Error></Errors><RequestID>{request_id}</RequestID></Response>").encode()
         status, headers = "403 Forbidden", [("Content-Type", "text/xml")]
-    elif service in ("sts", "iam"):
+    elif service in ("sts", "iam", "elasticloadbalancing", "autoscaling"):  # query protocol: ErrorResponse, AccessDenied
         body = (f"<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>{_xml(message)}</Message>"
                 f"</Error><RequestId>{request_id}</RequestId></ErrorResponse>").encode()
         status, headers = "403 Forbidden", [("Content-Type", "text/xml")]

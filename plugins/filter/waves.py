@@ -14,11 +14,13 @@ from ansible_collections.cms.patching.plugins.plugin_utils.fleet import instance
 from ansible_collections.cms.patching.plugins.module_utils.waves import host_commands
 
 
-def wave_instances(hosts, hostvars, defaults):
-    """ssm_patch_wave's `instances`: each host's instance, partition keys, platform, per-step commands and services.
+def wave_instances(hosts, hostvars, defaults, asg_mode=None):
+    """ssm_patch_wave's `instances`: each host's instance, partition keys, platform, per-step commands and services,
+    and its serving topology (discovery's target_groups and asg_name, the capacity tags it read, the ASG mode).
 
     Host and group variables override the role's defaults (`defaults`: precheck_commands per platform,
     precheck_extra_commands, restart_services, health_checks); see module_utils.waves.host_commands.
+    `asg_mode` is cms_patching_asg_mode (skip | in_place | standby); only standby changes what the wave does.
     """
     hostvars = read_once(hostvars)
     instances = []
@@ -27,7 +29,8 @@ def wave_instances(hosts, hostvars, defaults):
         if not instance_id:
             continue
         host = hostvars.get(name, {})
-        platform = (host.get("cms_patching_discovery") or {}).get("platform") or "linux"
+        discovery = host.get("cms_patching_discovery") or {}
+        platform = discovery.get("platform") or "linux"
         steps = {step: host_commands(step, platform, host, defaults) for step in ("precheck", "restart", "health")}
         instances.append({
             "instance_id": instance_id, "region": host.get("region"), "account_id": str(host.get("account_id") or ""),
@@ -36,8 +39,26 @@ def wave_instances(hosts, hostvars, defaults):
             "health_checks": steps["health"][0],
             # In check mode nothing was backed up: hosts the backup phase would back up pass the gate of a dry run.
             "backup_planned": (host.get("cms_patching_backup") or {}).get("status") == "would_create",
+            **capacity_keys(host, discovery, asg_mode),
         })
     return instances
+
+
+TG_KEYS = ("arn", "name", "port", "state", "reason", "deregistration_delay")
+
+
+def capacity_keys(host, discovery, asg_mode):
+    """The wave's capacity options of one host, from discovery's keys only (part of the discovery contract)."""
+    mode = host.get("cms_patching_asg_mode") or asg_mode or "skip"
+    asg_name = discovery.get("asg_name") or None
+    return {
+        "target_groups": [{k: tg.get(k) for k in TG_KEYS if tg.get(k) is not None} for tg in discovery.get("target_groups") or []],
+        "asg_name": asg_name,
+        "asg_mode": "standby" if mode == "standby" and asg_name else "in_place",
+        # Discovery read every tag: the wave needs no DescribeTags of its own to find what a killed run left out
+        # (None, without discovery's tags: the wave reads them).
+        "capacity_tags": None if discovery.get("tags") is None else {k: v for k, v in discovery["tags"].items() if k in T.CAPACITY_KEYS},
+    }
 
 
 def deadline_passed(not_after, now=None):

@@ -3,8 +3,10 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """ssm_patch_wave: one patching wave in one call, on top of the runner, restore and fault-table code.
 
-Per partition (account x region x role): backup gate -> pre-checks -> patch -> service restarts -> health checks ->
-rollback of what failed after the patch ran -> status tags. An instance leaves at its first failing step; what it
+Per partition (account x region x role): putting back what an earlier run left out of service (recover) -> backup gate
+-> pre-checks -> out of service (drain: ELBv2 deregistration or Auto Scaling standby) -> patch -> service restarts ->
+health checks -> back in service (register) -> rollback of what failed after the patch ran -> back in service of
+everything still out (reregister) -> status tags. An instance leaves at its first failing step; what it
 ends as is decided by the fault table (waves.py) alone. Partitions run concurrently in a bounded thread pool, each
 with its own session and clients, so a fleet in several regions and accounts waits once per step, not once per
 partition.
@@ -17,6 +19,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
+from ansible_collections.cms.patching.plugins.module_utils import capacity
 from ansible_collections.cms.patching.plugins.module_utils import tags as T
 from ansible_collections.cms.patching.plugins.module_utils.backup.images import find_verified_backups
 from ansible_collections.cms.patching.plugins.module_utils.batching import chunked
@@ -29,19 +32,21 @@ from ansible_collections.cms.patching.plugins.module_utils.root_restore import r
 from ansible_collections.cms.patching.plugins.module_utils.ssm.options import resolve_run_id
 from ansible_collections.cms.patching.plugins.module_utils.waves import PATCH_OK, by_id, needs_rollback, passed, wave_entries
 
-STEPS = ("gate", "precheck", "patch", "restart", "health", "rollback")
+STEPS = ("recover", "gate", "precheck", "drain", "patch", "restart", "health", "register", "rollback", "reregister")
 MODES = ("patch", "restore")
 DEFAULT_MAX_AGE_HOURS = 24  # mode=patch; mode=restore takes a backup of any age unless told otherwise
 COMMAND_STEPS = {"precheck": "precheck_commands", "restart": "restart_services", "health": "health_checks"}
 # What counts as passing each step (check mode's would_run / would_restore pass too: a dry run shows the plan).
 STEP_OK = {"precheck": ("success",), "patch": PATCH_OK, "restart": ("success",), "health": ("success",),
-           "rollback": ("succeeded",)}
+           "rollback": ("succeeded",), "recover": ("success",), "drain": ("success",), "register": ("success",),
+           "reregister": ("success",)}
+CAPACITY_STEPS = ("drain", "register", "reregister")
 # ec2:CreateTags takes up to 1,000 resource ids per call (EC2 API reference, CreateTags); 500 as ec2_batch_tag.
 TAG_BATCH = 500
 # Options handed to ssm_patch_run's code unchanged.
 PATCH_OPTIONS = ("operation", "reboot_option", "document", "pre_install_hook_doc_name", "post_install_hook_doc_name",
                  "on_exit_hook_doc_name", "install_override_list", "baseline_override", "execution_timeout",
-                 "agent_online_timeout", "agent_check_interval", "delivery_timeout", "max_concurrency", "max_errors",
+                 "agent_online_timeout", "agent_check_interval", "agent_recovery", "delivery_timeout", "max_concurrency", "max_errors",
                  "output_s3_bucket_name", "output_s3_key_prefix", "cloudwatch_output", "poll_interval")
 
 
@@ -63,7 +68,11 @@ def normalise(instance, default_region):
                 precheck_commands=list(instance.get("precheck_commands") or []),
                 restart_services=list(instance.get("restart_services") or []),
                 health_checks=list(instance.get("health_checks") or []),
-                backup_planned=bool(instance.get("backup_planned")))
+                backup_planned=bool(instance.get("backup_planned")),
+                target_groups=[dict(tg) for tg in instance.get("target_groups") or []],
+                asg_name=instance.get("asg_name") or None, asg_mode=instance.get("asg_mode") or "in_place",
+                # The capacity tags as last read (discovery's); None: the wave reads them itself.
+                capacity_tags=None if instance.get("capacity_tags") is None else dict(instance["capacity_tags"]))
 
 
 def validate(params):
@@ -78,7 +87,16 @@ def validate(params):
         raise PatchingError(f"no region for {', '.join(no_region)}: give each instance a region, or the region option")
     if params.get("mode", "patch") not in MODES:
         raise PatchingError(f"unknown mode {params.get('mode')!r}: use one of {', '.join(MODES)}")
-    require_positive(params, ("command_timeout", "rollback_timeout", "max_backup_age_hours", "partition_concurrency"))
+    require_positive(params, ("command_timeout", "rollback_timeout", "max_backup_age_hours", "partition_concurrency", "drain_timeout",
+                              "lb_healthy_timeout", "standby_timeout"))
+    bad_mode = sorted({i["asg_mode"] for i in instances} - set(capacity.ASG_MODES))
+    if bad_mode:
+        raise PatchingError(f"unknown asg_mode {bad_mode[0]!r}: use one of {', '.join(capacity.ASG_MODES)}")
+    no_arn = [i["instance_id"] for i in instances if any(not tg.get("arn") for tg in i["target_groups"])]
+    if no_arn:
+        raise PatchingError(f"a target group without arn for {', '.join(no_arn)}: give each target group its arn, name and port")
+    for inst in instances:
+        inst["drain_timeout"] = params.get("drain_timeout")  # None: per instance, its largest deregistration delay + 60 s
     validate_patch(dict(patch_params(params, ids, "x"), snapshot_id=params.get("snapshot_id")))
     for step in COMMAND_STEPS:
         targets = command_targets(step, instances)
@@ -171,6 +189,21 @@ class AwsSteps:
         for chunk in chunked(resource_ids, TAG_BATCH):
             ec2.create_tags(Resources=chunk, Tags=[{"Key": k, "Value": str(v)} for k, v in tags.items()])
 
+    def _capacity(self, clients, params):
+        return capacity.Capacity(clients, self.clock, self.sleep, params["poll_interval"])
+
+    def capacity_tags(self, clients, instance_ids):
+        return capacity.read_capacity_tags(clients.get("ec2"), instance_ids)
+
+    def recover(self, clients, params, tagged):
+        return capacity.recover(self._capacity(clients, params), tagged, params["standby_timeout"])
+
+    def take_out(self, clients, params, plans):
+        return capacity.take_out(self._capacity(clients, params), plans, params["standby_timeout"])
+
+    def put_back(self, clients, params, outs):
+        return capacity.put_back(self._capacity(clients, params), outs, params["lb_healthy_timeout"], params["standby_timeout"])
+
 
 # ---------------------------------------------------------------- one partition
 
@@ -203,22 +236,34 @@ class Partition:
         self.times = {iid: {} for iid in self.ids}
         self.errors = {}  # step -> partition-wide error (the step's call failed as a whole)
         self.tag_errors = []
+        self.plans = {i["instance_id"]: capacity.plan(i) for i in instances}
+        self.outs = {}  # iid -> what was taken out of service (take_out's result), until it is back in
 
     def run(self):
         if self.wave.mode == "restore":
             return self.run_restore_only()
+        self.run_recover()
         gate = self.step("gate", self.ids, self.run_gate)
         gated = [g["instance_id"] for g in gate]
         self.run_commands("precheck", gated)
         prechecked = passed_or_skipped(gated, self.results["precheck"], STEP_OK["precheck"])
-        self.step("patch", prechecked, self.run_patch)
+        self.step("drain", [i for i in prechecked if self.plans[i]["mode"]], self.run_take_out)
+        ready = passed_or_skipped(prechecked, self.results["drain"], STEP_OK["drain"])
+        self.step("patch", ready, self.run_patch)
         patched = passed(self.results["patch"], STEP_OK["patch"])
         self.run_commands("restart", patched)
         restarted = passed_or_skipped(patched, self.results["restart"], STEP_OK["restart"])
         self.run_commands("health", restarted)
+        healthy = passed_or_skipped(restarted, self.results["health"], STEP_OK["health"])
+        self.step("register", [i for i in healthy if i in self.outs], self.run_put_back)
         if self.wave.params["rollback"]:
-            todo = needs_rollback(self.ids, gate, *(self.results[s] for s in ("precheck", "patch", "restart", "health")))
+            todo = needs_rollback(self.ids, gate, *(self.results[s] for s in ("precheck", "patch", "restart", "health")),
+                                  drain=self.results["drain"], register=self.results["register"])
             self.step("rollback", todo, self.run_rollback)
+        # Whatever is still out of service goes back, and what was rolled back after going back is waited for again.
+        rolled = {r["instance_id"] for r in self.results["rollback"]}
+        self.step("reregister", [i for i in self.ids if i in self.outs and (not self.outs[i].get("back_in") or i in rolled)],
+                  self.run_put_back)
         entries = self.entries()
         if self.wave.params["status_tags"] and not self.wave.check_mode:
             self.tag(entries)
@@ -281,13 +326,94 @@ class Partition:
     def run_rollback(self, todo):
         return self.wave.steps.restore(self.clients, restore_params(self.wave.params, todo, self.wave.run_id), self.wave.check_mode)
 
+    def run_recover(self):
+        """Put back what an earlier (killed) run left out of service, as its tags say, before anything else."""
+        unknown = [i for i in self.ids if self.instances[i]["capacity_tags"] is None]
+        if unknown:
+            try:
+                read = self.wave.steps.capacity_tags(self.clients, unknown)
+            except Exception as e:  # pylint: disable=broad-except
+                if not isinstance(e, PatchingError) and not is_aws_error(e):
+                    raise
+                # Unread: the wave goes on; its own drain records the same target groups again and puts them back.
+                self.errors["recover"] = str(e) if isinstance(e, PatchingError) else aws_error_message(e, "ec2:DescribeTags")
+                read = {}
+            for iid in unknown:
+                self.instances[iid]["capacity_tags"] = read.get(iid)
+        tagged = {i: self.instances[i]["capacity_tags"] for i in self.ids
+                  if any(self.instances[i]["capacity_tags"] and self.instances[i]["capacity_tags"].get(k) for k in T.CAPACITY_KEYS)}
+        if tagged:
+            self.step("recover", list(tagged), lambda _ids: self.recovered(tagged))
+
+    def recovered(self, tagged):
+        if self.wave.check_mode:
+            return [{"instance_id": i, "outcome": "would_register", "error": None} for i in tagged]
+        return self.wave.steps.recover(self.clients, self.wave.params, tagged)
+
+    def run_take_out(self, ids):
+        if self.wave.check_mode:  # nothing is deregistered or put in standby: the entries say what would be
+            return [{"instance_id": i, "outcome": "would_drain", "error": None} for i in ids]
+        try:
+            results = self.wave.steps.take_out(self.clients, self.wave.params, [self.plans[i] for i in ids])
+        except Exception:
+            # The call failed midway: anything may be out of service; put back everything it could have taken out.
+            for iid in ids:
+                plan = self.plans[iid]
+                self.outs[iid] = dict(instance_id=iid, plan=plan, back_in=False, standby=plan["asg_name"],
+                                      deregistered=[] if plan["mode"] == "standby" else plan["target_groups"])
+            raise
+        for res in results:
+            if res.get("deregistered") or res.get("standby"):
+                self.outs[res["instance_id"]] = dict(res, plan=self.plans[res["instance_id"]], back_in=False)
+        return results
+
+    def run_put_back(self, ids):
+        if self.wave.check_mode:
+            return [{"instance_id": i, "outcome": "would_register", "error": None} for i in ids]
+        results = self.wave.steps.put_back(self.clients, self.wave.params, [self.outs[i] for i in ids])
+        for res in results:
+            if res.get("back_in"):
+                self.outs[res["instance_id"]]["back_in"] = True
+        return results
+
     def entries(self):
         r = self.results
         entries = wave_entries(self.ids, r["gate"], r["precheck"], r["patch"], r["restart"], r["health"], r["rollback"],
-                               self.wave.check_mode)
+                               self.wave.check_mode, drain=r["drain"], register=r["register"])
         for entry in entries:
             entry["steps"] = self.step_record(entry["instance_id"])
+            section = self.capacity_section(entry["instance_id"])
+            if section:
+                entry["capacity"] = section
         return entries
+
+    def capacity_section(self, iid):
+        """What the wave did to the instance's serving capacity (or would do, in check mode); None when nothing."""
+        plan = self.plans[iid]
+        recovered = by_id(self.results["recover"]).get(iid)
+        if not plan["mode"] and not recovered:
+            return None
+        groups = [tg.get("name") or tg["arn"] for tg in plan["target_groups"]]
+        section = dict(mode=plan["mode"], target_groups=groups, asg_name=plan["asg_name"])
+        if recovered:
+            section["recovered"] = {k: recovered.get(k) for k in ("outcome", "error", "registered", "exited_standby")}
+        if self.wave.check_mode:
+            went = iid in self.times and "drain" in self.times[iid]
+            section.update(would_drain=groups if went and plan["mode"] == "drain" else [],
+                           would_enter_standby=plan["asg_name"] if went and plan["mode"] == "standby" else None)
+            return section
+        out = self.outs.get(iid)
+        drained = by_id(self.results["drain"]).get(iid) or {}
+        section.update(drained=[tg.get("name") for tg in (out or {}).get("deregistered") or []],
+                       standby=bool(out and out.get("standby") and drained.get("outcome") == "success"),
+                       back_in_service=bool(out and out.get("back_in")) if out else None,
+                       healthy=self.healthy(iid))
+        return section
+
+    def healthy(self, iid):
+        """Whether its targets were last seen healthy (None when the wave never waited for them)."""
+        last = by_id(self.results["reregister"]).get(iid) or by_id(self.results["register"]).get(iid)
+        return None if last is None else last.get("outcome") == "success"
 
     def step_record(self, iid):
         """{step: {started_at, ended_at, outcome, error}} for the steps this instance went through."""

@@ -29,7 +29,22 @@ PATCH_FAILURES = {
 }
 PATCH_OK = ("success", "pending_reboot")
 NOT_DELIVERED = ("undeliverable", "delivery_timed_out", "not_found")
-DRY_RUN = ("would_run", "would_restore")
+DRY_RUN = ("would_run", "would_restore", "would_drain", "would_register")
+# Taking the instance out of service before the patch (capacity.py, step `drain`): outcome -> reason. Nothing was
+# patched; whatever was taken out is put back (step `reregister`).
+DRAIN_FAILURES = {
+    "drain_timed_out": "drain_timeout",  # a target still draining at patching_drain_timeout
+    "drain_failed": "drain_failed",  # DeregisterTargets (or the tag recording it) failed
+    "min_size": "asg_min_size",  # EnterStandby would take the desired capacity below MinSize: never patched in service
+    "standby_failed": "standby_failed",  # EnterStandby refused, or the instance never reached Standby
+}
+# Putting it back after the health checks passed (step `register`): outcome -> (reason, whether to roll back).
+REGISTER_FAILURES = {
+    "unhealthy": ("lb_unhealthy", True),  # a target never healthy within patching_lb_healthy_timeout: the patch broke it
+    "register_failed": ("register_failed", False),  # RegisterTargets failed: the patch is fine, the next run registers it
+    "exit_failed": ("standby_exit_failed", False),  # ExitStandby failed or InService never came: same
+}
+NO_ROLLBACK = tuple(reason for reason, rollback in REGISTER_FAILURES.values() if not rollback)
 
 
 def by_id(results):
@@ -41,7 +56,7 @@ def passed(results, ok=("success",)):
     return [r["instance_id"] for r in results or [] if r.get("outcome", r.get("status")) in tuple(ok) + DRY_RUN]
 
 
-def outcome_of(instance_id, gate, precheck, patch, restart, health):
+def outcome_of(instance_id, gate, precheck, patch, restart, health, drain=None, register=None):
     """(reason, patch_ran) for the first failing step, or (None, ran) when every step passed."""
     if instance_id not in gate:
         return "no_verified_backup", False
@@ -51,6 +66,9 @@ def outcome_of(instance_id, gate, precheck, patch, restart, health):
         return PATCH_FAILURES[pre["outcome"]][0], False
     if pre and pre.get("outcome") not in ("success",) + DRY_RUN:
         return "precheck_failed", False
+    out = (drain or {}).get(instance_id)
+    if out and out.get("outcome") not in ("success",) + DRY_RUN:
+        return DRAIN_FAILURES.get(out.get("outcome"), "drain_failed"), False
     result = patch.get(instance_id)
     if result is None:
         return "not_patched", False
@@ -64,32 +82,39 @@ def outcome_of(instance_id, gate, precheck, patch, restart, health):
     check = health.get(instance_id)
     if check and check.get("outcome") not in ("success",) + DRY_RUN:
         return "health_check_failed", True
+    back = (register or {}).get(instance_id)
+    if back and back.get("outcome") not in ("success",) + DRY_RUN:
+        return REGISTER_FAILURES.get(back.get("outcome"), ("register_failed", False))[0], True
     return None, True
 
 
-def needs_rollback(instance_ids, gate, precheck, patch, restart, health):
+def needs_rollback(instance_ids, gate, precheck, patch, restart, health, drain=None, register=None):
     """Instances whose validation failed after the patch ran, with the image to restore."""
     gate, precheck, patch, restart, health = by_id(gate), by_id(precheck), by_id(patch), by_id(restart), by_id(health)
+    drain, register = by_id(drain), by_id(register)
     todo = []
     for iid in instance_ids:
-        reason, ran = outcome_of(iid, gate, precheck, patch, restart, health)
-        if reason and ran and gate.get(iid, {}).get("image_id"):
+        reason, ran = outcome_of(iid, gate, precheck, patch, restart, health, drain, register)
+        if reason and ran and reason not in NO_ROLLBACK and gate.get(iid, {}).get("image_id"):
             todo.append({"instance_id": iid, "image_id": gate[iid]["image_id"]})
     return todo
 
 
-def wave_entries(instance_ids, gate, precheck, patch, restart, health, rollback, check_mode=False):
+def wave_entries(instance_ids, gate, precheck, patch, restart, health, rollback, check_mode=False, drain=None, register=None):
     """Report entries (with final_status and reason) for every instance of a wave."""
     gate, precheck, patch, restart, health, rollback = (by_id(x) for x in (gate, precheck, patch, restart, health, rollback))
+    drain, register = by_id(drain), by_id(register)
     entries = []
     for iid in instance_ids:
-        reason, ran = outcome_of(iid, gate, precheck, patch, restart, health)
+        reason, ran = outcome_of(iid, gate, precheck, patch, restart, health, drain, register)
         entry = {"instance_id": iid, "patch": _patch_section(patch.get(iid)), "reason": reason}
         if iid in restart:
             entry["services"] = {"outcome": restart[iid].get("outcome"), "error": restart[iid].get("error")}
-        failures = [reason] if reason in ("compliance_not_clean", "service_restart_failed", "health_check_failed", "reboot_timeout") else []
+        failures = [reason] if reason in ("compliance_not_clean", "service_restart_failed", "health_check_failed", "reboot_timeout",
+                                          "lb_unhealthy") else []
         if ran:
-            entry["validation"] = {"passed": not reason, "failures": failures}
+            # register_failed / standby_exit_failed: validated, only putting it back in service failed
+            entry["validation"] = {"passed": not reason or reason in NO_ROLLBACK, "failures": failures}
         restored = rollback.get(iid)
         entry["rollback"] = {"performed": restored is not None, "status": (restored or {}).get("status"),
                              "image_id": (restored or {}).get("image_id"), "error": (restored or {}).get("error")}
@@ -111,7 +136,7 @@ def _patch_section(result):
     if not result:
         return None
     keys = ("outcome", "command_id", "status", "status_details", "compliance_before", "compliance_after", "output_excerpt", "error",
-            "output_location")
+            "output_location", "recovery")
     section = {k: result.get(k) for k in keys}
     section["output_truncated"] = bool(result.get("output_truncated"))  # the excerpt shows less than the whole output
     return section

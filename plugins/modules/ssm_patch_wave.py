@@ -28,8 +28,23 @@ description:
   - "O(mode=restore) (C(playbooks/rollback.yml)) only restores: every instance with a verified backup (of any age unless
     O(max_backup_age_hours) is set) gets its root volume replaced from its newest one; one without ends V(failed) with
     reason V(no_verified_backup). Nothing is patched or tagged."
+  - "Serving capacity: an instance with target groups (O(instances[].target_groups), those not V(unused)) is taken out of
+    them before its patch: C(DeregisterTargets) (one call per target group for all the wave's targets in it), then the
+    wait until none of its targets is C(draining) (O(drain_timeout)); after its health checks, C(RegisterTargets) with
+    the same ports and the wait until every target is C(healthy) (O(lb_healthy_timeout)). A drain that does not end
+    in time fails the instance before its patch (V(drain_timeout)); a target never healthy again fails it
+    (V(lb_unhealthy)) and it is rolled back. Whatever was taken out is registered again, whatever the instance ends as."
+  - "With O(instances[].asg_mode=standby), an Auto Scaling member goes to C(Standby) instead (C(EnterStandby) with
+    C(ShouldDecrementDesiredCapacity), 20 a call, never below C(MinSize): V(asg_min_size)); after its health checks
+    C(ExitStandby), the wait for C(InService) and for its targets to be healthy. Auto Scaling deregisters and registers
+    the group's own target groups itself; other target groups of the instance are drained as above. The desired
+    capacity ends as it began."
+  - "Before draining or entering standby the instance is tagged (C(cms-patching:drained), C(cms-patching:standby)); the
+    tags go once it is back. A later call that finds them (O(instances[].capacity_tags), or C(DescribeTags) when not
+    given) registers and takes out of standby what they name before anything else (step V(recover))."
   - Check mode sends nothing and tags nothing; it reads the backups and agents and reports what each step would run
-    (V(would_run)); instances the backup phase would back up (O(instances[].backup_planned)) pass the gate.
+    (V(would_run), V(would_drain), V(would_register)); instances the backup phase would back up
+    (O(instances[].backup_planned)) pass the gate.
 options:
   instances:
     description: The wave's instances. At least one; malformed or duplicate ids fail the module before any AWS call.
@@ -73,6 +88,44 @@ options:
         description: In check mode, let the instance pass the gate without a backup (the backup phase would make one).
         type: bool
         default: false
+      target_groups:
+        description:
+          - Its ELBv2 target groups as discovery reads them; those with C(state=unused) are neither drained nor waited for.
+        type: list
+        elements: dict
+        suboptions:
+          arn:
+            description: The target group's ARN.
+            type: str
+            required: true
+          name:
+            description: Its name (recorded in the C(cms-patching:drained) tag).
+            type: str
+          port:
+            description: The instance's port in it (deregistered and registered with this port).
+            type: int
+          state:
+            description: Its target health state at discovery.
+            type: str
+          reason:
+            description: The reason code of that state.
+            type: str
+          deregistration_delay:
+            description: The group's deregistration delay in seconds (the default O(drain_timeout) builds on it).
+            type: int
+      asg_name:
+        description: Its Auto Scaling group, if any.
+        type: str
+      asg_mode:
+        description: V(standby) takes an Auto Scaling member out through C(EnterStandby); V(in_place) patches it like any instance.
+        type: str
+        choices: [in_place, standby]
+        default: in_place
+      capacity_tags:
+        description:
+          - Its C(cms-patching:drained*) and C(cms-patching:standby) tags as last read (the patching role passes discovery's).
+          - When not given the module reads them (one C(DescribeTags) per 200 instances).
+        type: dict
   mode:
     description: V(patch) runs the whole wave; V(restore) only restores every instance from its newest verified backup.
     type: str
@@ -101,6 +154,19 @@ options:
     description: Tag every instance with its final status, the wave's time and the run id.
     type: bool
     default: true
+  drain_timeout:
+    description:
+      - Seconds the wait for an instance's targets to leave C(draining) may take, for all its target groups together.
+      - Default, per instance, the largest deregistration delay of its target groups plus 60.
+    type: int
+  lb_healthy_timeout:
+    description: Seconds an instance's targets have to become C(healthy) after it is registered again (or leaves standby).
+    type: int
+    default: 600
+  standby_timeout:
+    description: Seconds an Auto Scaling member has to reach C(Standby), or C(InService) after C(ExitStandby).
+    type: int
+    default: 600
   partition_concurrency:
     description: How many partitions (account x region x role) run at the same time.
     type: int
@@ -163,6 +229,16 @@ options:
     description: Seconds between two checks of the agents whose install command is still open.
     type: float
     default: 60
+  agent_recovery:
+    description:
+      - "EC2 actions tried, in order, on an instance whose agent stays silent past O(agent_online_timeout) during the
+        install, before its invocation is cancelled (then V(reboot_timeout) and rollback): V(reboot) (C(RebootInstances))
+        and, opt-in, V(stop_start) (never on Auto Scaling members or instances with instance-store volumes). See
+        M(cms.patching.ssm_patch_run). The attempts are in C(results[].patch.recovery). Nothing is tried in check mode."
+    type: list
+    elements: str
+    choices: [reboot, stop_start]
+    default: [reboot]
   max_concurrency:
     description: SendCommand C(MaxConcurrency) of the patch commands.
     type: str
@@ -228,14 +304,21 @@ results:
     final_status: {description: "V(patched), V(failed) or V(rolled_back) (absent in check mode).", type: str}
     reason: {description: "Why it failed or was rolled back (absent when patched, and in check mode).", type: str}
     failed_step: {description: "With C(reason=rollback_failed), the failure that caused the rollback.", type: str}
-    patch: {description: "The patch step's result (C(outcome), C(command_id), C(compliance_before), ...), null when not patched.", type: dict}
+    patch: {description: "The patch step's result (C(outcome), C(command_id), C(compliance_before), C(recovery) (the agent recovery attempts), ...), null when not patched.", type: dict}
     services: {description: "The service restarts' C(outcome) and C(error).", type: dict}
     validation: {description: "C(passed) and C(failures) after the patch ran.", type: dict}
     rollback: {description: "C(performed), C(status), C(image_id), C(error).", type: dict}
+    capacity:
+      description:
+        - "For instances with serving target groups or in standby mode: C(mode) (V(drain) or V(standby)), C(target_groups),
+          C(asg_name), C(drained) (target group names deregistered), C(standby), C(back_in_service), C(healthy), and
+          C(recovered) when an earlier run's tags were put back. In check mode C(would_drain) and C(would_enter_standby)."
+      type: dict
     steps:
       description:
-        - "Per step the instance went through (V(gate), V(precheck), V(patch), V(restart), V(health), V(rollback)):
-          C(started_at) and C(ended_at) (ISO 8601 UTC, the partition's step), C(outcome) and C(error)."
+        - "Per step the instance went through (V(recover), V(gate), V(precheck), V(drain), V(patch), V(restart), V(health),
+          V(register), V(rollback), V(reregister)): C(started_at) and C(ended_at) (ISO 8601 UTC, the partition's step),
+          C(outcome) and C(error)."
       type: dict
 outcomes:
   description: "C(final_status), C(reason), C(failed_step) and C(error) (of the step it failed at) by instance id."
@@ -297,6 +380,17 @@ def main():
             restart_services=dict(type="list", elements="str"),
             health_checks=dict(type="list", elements="str"),
             backup_planned=dict(type="bool", default=False),
+            target_groups=dict(type="list", elements="dict", options=dict(
+                arn=dict(type="str", required=True),
+                name=dict(type="str"),
+                port=dict(type="int"),
+                state=dict(type="str"),
+                reason=dict(type="str"),
+                deregistration_delay=dict(type="int"),
+            )),
+            asg_name=dict(type="str"),
+            asg_mode=dict(type="str", choices=["in_place", "standby"], default="in_place"),
+            capacity_tags=dict(type="dict"),
         )),
         mode=dict(type="str", choices=["patch", "restore"], default="patch"),
         require_backup=dict(type="bool", default=True),
@@ -306,6 +400,9 @@ def main():
         command_timeout=dict(type="int", default=600),
         status_tags=dict(type="bool", default=True),
         partition_concurrency=dict(type="int", default=8),
+        drain_timeout=dict(type="int"),
+        lb_healthy_timeout=dict(type="int", default=600),
+        standby_timeout=dict(type="int", default=600),
         **PATCH_ARGS,
         **runner_args,
         **ASSUME_ROLE_ARGS,

@@ -91,6 +91,10 @@ class FakeSteps:
         self._enter("tag", clients, ids)
         self.tags.append((sorted(ids), tags))
 
+    def capacity_tags(self, clients, ids):
+        self._enter("capacity_tags", clients, ids)
+        return {}
+
 
 class Session:
     def __init__(self, account_id, region, role_arn, external_id):

@@ -80,9 +80,27 @@ def test_wave_instances_take_host_vars_over_the_role_defaults():
     web, other = wave_instances(["web", "i-00000000000000002", "nameless"], hostvars, defaults)
     assert web == {"instance_id": IID, "region": "eu-west-1", "account_id": "222222222222", "role_arn": "arn:aws:iam::222222222222:role/p",
                    "external_id": "", "platform": "windows", "precheck_commands": ["Get-PSDrive", "extra"],
-                   "restart_services": ["W3SVC", "WAS"], "health_checks": [], "backup_planned": True}
+                   "restart_services": ["W3SVC", "WAS"], "health_checks": [], "backup_planned": True,
+                   "target_groups": [], "asg_name": None, "asg_mode": "in_place", "capacity_tags": {}}
     assert (other["platform"], other["precheck_commands"], other["restart_services"], other["health_checks"], other["backup_planned"]) == (
         "linux", ["df", "extra"], ["httpd"], ["curl"], False)
+    assert other["capacity_tags"] is None  # no discovery tags: the wave reads them itself
+
+
+def test_wave_instances_pass_discovery_topology_and_the_asg_mode():
+    tg = {"arn": "arn:aws:elasticloadbalancing:us-east-1:111111111111:targetgroup/web/0123456789abcdef", "name": "web", "port": 8080,
+          "state": "healthy", "reason": None, "deregistration_delay": 30}
+    discovery = {"platform": "linux", "zone": "us-east-1a", "target_groups": [tg], "asg_name": "web-asg",
+                 "asg": {"min_size": 1, "max_size": 6, "desired_capacity": 6, "lifecycle_state": "InService"},
+                 "tags": {"cms-patching:drained": "web:8080", "cms-patching:standby": "web-asg", "Name": "w1"}}
+    hostvars = {"a": {"instance_id": IID, "region": "us-east-1", "cms_patching_discovery": discovery},
+                "b": {"instance_id": "i-00000000000000002", "region": "us-east-1", "cms_patching_discovery": dict(discovery, asg_name=None)}}
+    a, b = wave_instances(["a", "b"], hostvars, {}, "standby")
+    assert a["target_groups"] == [{k: v for k, v in tg.items() if v is not None}]
+    assert (a["asg_name"], a["asg_mode"], b["asg_mode"]) == ("web-asg", "standby", "in_place")
+    assert a["capacity_tags"] == {"cms-patching:drained": "web:8080", "cms-patching:standby": "web-asg"}
+    assert wave_instances(["a"], hostvars, {}, "in_place")[0]["asg_mode"] == "in_place"
+    assert wave_instances(["a"], hostvars, {})[0]["asg_mode"] == "in_place"  # skip (default): discovery left only non-members
 
 
 def test_deadline():

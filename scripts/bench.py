@@ -10,6 +10,11 @@ docs/performance.md (the prose around them is kept).
   scripts/bench.py                       # N = 200, 1000, 5000 + baseline at 50 and 100 + the night
   scripts/bench.py --sizes 1000 --no-baseline --no-night    # what `make bench N=1000` runs
   scripts/bench.py --sizes 5000 --no-baseline --no-night --no-phases   # the inventory and the full run only
+  scripts/bench.py --spread-only         # only the spread case: 600 instances in 1 region, then over 3 regions x 2 accounts
+  scripts/bench.py --sizes 200 --no-baseline --no-night --spread-size 60   # the spread case at another size
+
+Every size N <= --lock-off-max (default 1,000) gets a second full run with `cms_patching_lock: false`, for the calls
+per instance without the run lock (at N = 5,000 it would double the longest measurement).
 """
 
 from __future__ import annotations
@@ -41,6 +46,10 @@ PHASES = ("discovery", "backup", "patching")
 # The simulator's speed contract (stock moto takes ~12 s to seed 2,000 instances and ~7 s to describe them). Measured
 # here, never asserted by `make test`: a wall-clock figure depends on the machine and its load.
 SIM_TARGETS_S = {"seed": 30.0, "describe": 2.0}
+# Issue 16's targets for the full run: API calls per instance with and without the run lock, and the wall time of the
+# spread fleet (3 regions x 2 accounts) against the same fleet in one region.
+CALLS_TARGET = {"lock": 2.6, "no_lock": 1.4}
+SPREAD_TARGET = 1.3
 
 
 def poll_vars(report_dir):
@@ -76,12 +85,13 @@ class Bench:
                  f"calls={total} ({result['per_instance']}/instance) PSS at its peak by process kind: {result['pss_at_peak']}")
         return result
 
-    def playbook(self, extra_vars, tags=None):
-        cmd = [str(BIN / "ansible-playbook"), "playbooks/patch.yml", "-i", "inventories/aws_ec2.yml", "-e", json.dumps(extra_vars)]
+    def playbook(self, extra_vars, tags=None, inventory="inventories/aws_ec2.yml"):
+        cmd = [str(BIN / "ansible-playbook"), "playbooks/patch.yml", "-i", str(inventory), "-e", json.dumps(extra_vars)]
         return cmd + (["--tags", tags] if tags else [])
 
-    def size(self, n, phases=True):
-        """Inventory, each phase alone (unless phases is False) and the full run at N instances (short durations)."""
+    def size(self, n, phases=True, lock_off=True):
+        """Inventory, each phase alone (unless phases is False), the full run at N instances (short durations), and
+        the full run with `cms_patching_lock: false` (if lock_off)."""
         rows = []
         with simctl.Simulator() as sim:
             started = time.monotonic()
@@ -93,12 +103,24 @@ class Bench:
             for phase in PHASES if phases else ():
                 rows.append(self.run(sim, f"N={n} {phase} alone", n, self.playbook(extra, phase), simctl.SHORT))
         rows.append(self.full(n, simctl.SHORT, f"N={n} full patch.yml"))
+        if lock_off:
+            rows.append(self.full(n, simctl.SHORT, f"N={n} full patch.yml, lock off", {"cms_patching_lock": False}))
         return rows
 
-    def full(self, n, durations, label, extra_vars=None):
+    def full(self, n, durations, label, extra_vars=None, spread=False):
+        """One full run over a fresh fleet; spread puts it over 3 regions x 2 accounts (simctl.spread_spec)."""
+        inventory = simctl.spread_inventory(self.workdir / "spread.ec2_fleet.yml") if spread else "inventories/aws_ec2.yml"
         with simctl.Simulator() as sim:
-            sim.seed(n)
-            return self.run(sim, label, n, self.playbook(dict(poll_vars(self.workdir / "reports"), **(extra_vars or {}))), durations)
+            sim.seed(n, spread=spread)
+            extra = dict(poll_vars(self.workdir / "reports"), **(extra_vars or {}))
+            return self.run(sim, label, n, self.playbook(extra, inventory=inventory), durations)
+
+    def spread(self, n):
+        """The same fleet and full run in one region, then over 3 regions x 2 accounts."""
+        one = self.full(n, simctl.SHORT, f"N={n} full patch.yml, 1 region, 1 account")
+        parts = len(simctl.SPREAD_REGIONS) * len(simctl.SPREAD_ACCOUNTS)
+        return one, self.full(n, simctl.SHORT, f"N={n} full patch.yml, {len(simctl.SPREAD_REGIONS)} regions x "
+                                                f"{len(simctl.SPREAD_ACCOUNTS)} accounts ({parts} partitions)", spread=True)
 
     def baseline(self, n, durations, label, forks=None):
         """forks=None keeps ansible.cfg's 20; the per-host idiom keeps only `forks` instances in flight."""
@@ -152,6 +174,33 @@ def scale_table(rows):
     return "\n".join(lines)
 
 
+def calls_line(rows):
+    """Calls per instance of the full run with and without the run lock, each with its target."""
+    parts = []
+    for suffix, key, name in (("full patch.yml", "lock", "with the run lock"), ("full patch.yml, lock off", "no_lock", "with `cms_patching_lock: false`")):
+        row = next((r for r in rows if r["label"].split(" ", 1)[1] == suffix), None)
+        if row is not None:
+            met = "met" if row["rc"] == 0 and row["per_instance"] <= CALLS_TARGET[key] else "MISSED"
+            parts.append(f"{row['per_instance']} API calls per instance {name} (target <= {CALLS_TARGET[key]:g}: {met})")
+        elif key == "no_lock":
+            parts.append("lock off not measured at this size (--lock-off-max)")
+    return "; ".join(parts)
+
+
+def spread_table(one, spread):
+    wall = spread["wall_s"] / one["wall_s"] if one["wall_s"] else float("inf")
+    met = "met" if one["rc"] == 0 and spread["rc"] == 0 and wall <= SPREAD_TARGET else "MISSED"
+    lines = [f"{spread['n']} instances spread over {len(simctl.SPREAD_REGIONS)} regions ({', '.join(simctl.SPREAD_REGIONS)}) and "
+             f"{len(simctl.SPREAD_ACCOUNTS)} accounts (the second through AssumeRole) against the same fleet in one region: "
+             f"wall ratio **{wall:.2f}** (target <= {SPREAD_TARGET:g}: {met}).", "",
+             "| fleet | N | rc | wall s | CPU s | load | API calls | calls per instance |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in (one, spread):
+        lines.append(f"| {r['label'].split(', ', 1)[1]} | {r['n']} | {r['rc']} | {r['wall_s']} | {r['cpu_s']} | {r['load']} "
+                     f"| {r['total_calls']} | {r['per_instance']} |")
+    lines.append(f"| ratio (spread / one region) | | | {wall:.2f} | | | | |")
+    return "\n".join(lines)
+
+
 def ratio(a, b):
     return f"{a / b:.1f}x" if b else "n/a"
 
@@ -201,10 +250,20 @@ def main():
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--no-night", action="store_true")
     parser.add_argument("--no-phases", action="store_true", help="skip the phases alone (the inventory and the full run only)")
+    parser.add_argument("--lock-off-max", type=int, default=1000,
+                        help="largest N that also gets a full run with cms_patching_lock: false (default %(default)s; -1 = none)")
+    parser.add_argument("--spread-size", type=int, default=600,
+                        help="fleet size of the spread case: 1 region against 3 regions x 2 accounts (default %(default)s; 0 = skip)")
+    parser.add_argument("--no-spread", action="store_true", help="skip the spread case (same as --spread-size 0)")
+    parser.add_argument("--spread-only", action="store_true", help="run only the spread case (no sizes, baseline, night or simulator speed)")
     parser.add_argument("--sim-speed-size", type=int, default=5000, help="fleet size of the simulator speed check (0 = skip)")
     parser.add_argument("--doc", default=str(DOC), help="markdown file whose bench blocks are rewritten ('' = none)")
     parser.add_argument("--json", help="also write every measurement as JSON here")
     args = parser.parse_args()
+    if args.spread_only:
+        args.sizes, args.no_baseline, args.no_night, args.sim_speed_size = "", True, True, 0
+    if args.no_spread:
+        args.spread_size = 0
 
     workdir = Path(tempfile.mkdtemp(prefix="cms-bench-"))
     bench = Bench(workdir)
@@ -212,11 +271,14 @@ def main():
     blocks = {}
     results = {"sizes": {}, "pairs": []}
     for n in [int(s) for s in args.sizes.split(",") if s.strip()]:
-        rows = bench.size(n, phases=not args.no_phases)
+        rows = bench.size(n, phases=not args.no_phases, lock_off=n <= args.lock_off_max)
         results["sizes"][n] = rows
-        full = rows[-1]
-        blocks[f"scale-{n}"] = (f"N = {n}: {len(budget.waves(n))} waves of {budget.waves(n)}, "
-                                f"{full['per_instance']} API calls per instance over the full run.\n\n" + scale_table(rows))
+        blocks[f"scale-{n}"] = (f"N = {n}: {len(budget.waves(n))} waves of {budget.waves(n)}. Full run: {calls_line(rows)}.\n\n"
+                                + scale_table(rows))
+    if args.spread_size:
+        one, spread = bench.spread(args.spread_size)
+        results["spread"] = {"one_region": one, "spread": spread, "ratio": round(spread["wall_s"] / one["wall_s"], 3) if one["wall_s"] else None}
+        blocks["spread"] = spread_table(one, spread)
     pairs = []
     # The baseline runs with ansible.cfg's forks = 20, and at N = 100 also with Ansible's default of 5 (what a playbook
     # without this repository's ansible.cfg gets).
@@ -256,6 +318,7 @@ def main():
         Path(args.json).write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
     failed = [r["label"] for rows in results["sizes"].values() for r in rows if r["rc"] != 0]
     failed += [p["ours"]["label"] for p in results["pairs"] if p["ours"]["rc"] != 0]
+    failed += [r["label"] for k, r in results.get("spread", {}).items() if k != "ratio" and r["rc"] != 0]
     if failed:
         print("FAILED (see the logs): " + ", ".join(failed))
     return 1 if failed else 0

@@ -33,6 +33,34 @@ def fleet_spec(n, tag="cms-bench"):
     return {"region": "us-east-1", "tags": {"cms-bench": tag}, "groups": [g for g in groups if g["count"] > 0]}
 
 
+# The spread case of `make bench`: the same fleet over 3 regions and 2 accounts (the second through AssumeRole).
+SPREAD_REGIONS = ("us-east-1", "eu-west-1", "us-west-2")
+OTHER_ACCOUNT = "222222222222"
+SPREAD_ACCOUNTS = (None, OTHER_ACCOUNT)   # None: the credentials' own account
+
+
+def spread_spec(n, tag="cms-bench"):
+    """fleet_spec's mix, each group split as evenly as it goes over every region x account partition."""
+    parts = [(region, account) for region in SPREAD_REGIONS for account in SPREAD_ACCOUNTS]
+    groups = []
+    for group in fleet_spec(n, tag)["groups"]:
+        for index, (region, account) in enumerate(parts):
+            count = group["count"] // len(parts) + (1 if index < group["count"] % len(parts) else 0)
+            if count:
+                groups.append(dict(group, count=count, region=region, name_prefix=f"{group['name_prefix']}{index}",
+                                   **({"account_id": account} if account else {})))
+    return {"region": "us-east-1", "tags": {"cms-bench": tag}, "groups": groups}
+
+
+def spread_inventory(path):
+    """inventories/aws_ec2.yml with the spread case's regions and the second account's role; returns path."""
+    path = Path(path)
+    path.write_text(json.dumps({"plugin": "cms.patching.ec2_fleet", "regions": list(SPREAD_REGIONS),
+                                "accounts": [{"role_arn": f"arn:aws:iam::{OTHER_ACCOUNT}:role/cms-patching"}],
+                                "include_default_account": True}, indent=1), encoding="utf-8")
+    return path
+
+
 class Simulator:
     """One simulator process. Each measurement gets its own access key, so its calls are counted apart."""
 
@@ -74,8 +102,9 @@ class Simulator:
     def stats(self, key):
         return self._request(f"/_sim/stats?key={key}")["calls"]
 
-    def seed(self, n, tag="cms-bench"):
-        return seed(fleet_spec(n, tag), self.url, access_key="AKIABENCHSEED", secret_key=SECRET)
+    def seed(self, n, tag="cms-bench", spread=False):
+        spec = spread_spec(n, tag) if spread else fleet_spec(n, tag)
+        return seed(spec, self.url, access_key="AKIABENCHSEED", secret_key=SECRET)
 
     def env(self, base, key):
         env = dict(base)

@@ -16,7 +16,7 @@ from helpers import ROOT, run_playbook
 sys.path.insert(0, str(ROOT / "scripts" / "bench"))
 
 import budget  # noqa: E402  pylint: disable=wrong-import-position,import-error
-from simctl import fleet_spec  # noqa: E402  pylint: disable=wrong-import-position,import-error
+from simctl import SPREAD_ACCOUNTS, SPREAD_REGIONS, fleet_spec, spread_spec  # noqa: E402  pylint: disable=wrong-import-position,import-error
 
 N = 50
 
@@ -47,3 +47,17 @@ def test_full_run_of_50_stays_within_the_call_budget(sim, tmp_path):
     total = sum(calls.values())
     assert total <= sum(terms.values()), json.dumps({"total": total, "calls": calls, "budget": terms}, sort_keys=True)
     assert total <= a * N + b * len(sizes) + c
+
+
+def test_the_spread_case_puts_the_same_fleet_evenly_in_every_partition():
+    # `make bench`'s spread case compares 600 instances in one region with the same mix over 3 regions x 2 accounts.
+    one, spread = fleet_spec(600), spread_spec(600)
+    assert sum(g["count"] for g in spread["groups"]) == 600
+    per_part = {}
+    for group in spread["groups"]:
+        part = (group["region"], group.get("account_id"))
+        per_part[part] = per_part.get(part, 0) + group["count"]
+    assert per_part == {(region, account): 100 for region in SPREAD_REGIONS for account in SPREAD_ACCOUNTS}
+    for kind in one["groups"]:  # the same platform and patch-group mix as the one-region fleet
+        same = [g for g in spread["groups"] if (g["platform"], g["patch_group"]) == (kind["platform"], kind["patch_group"])]
+        assert sum(g["count"] for g in same) == kind["count"]

@@ -20,6 +20,7 @@ from ansible_collections.cms.patching.plugins.module_utils.ssm.agents import Age
 from ansible_collections.cms.patching.plugins.module_utils.ssm.options import (
     request_options, resolve_run_id, validate_runner_options,
 )
+from ansible_collections.cms.patching.plugins.module_utils.ssm.recovery import AgentRecovery, validate_actions
 from ansible_collections.cms.patching.plugins.module_utils.ssm.runner import CommandRequest, SsmRunner
 from ansible_collections.cms.patching.plugins.module_utils.ssm.status import STDOUT_CONTENT_MAX
 
@@ -42,6 +43,7 @@ PATCH_ARGS = dict(
     execution_timeout=dict(type="int", default=7200),
     agent_online_timeout=dict(type="int", default=900),
     agent_check_interval=dict(type="float", default=60.0),
+    agent_recovery=dict(type="list", elements="str", choices=["reboot", "stop_start"], default=["reboot"]),
 )
 # SendCommand refuses unregistered or terminated instances for the whole batch (InvalidInstanceId): never send to them.
 UNSENDABLE = ("NotRegistered", "Inactive")
@@ -65,6 +67,7 @@ def validate(params):
         raise PatchingError(f"unknown document {params['document']!r}: use one of {', '.join(DOCUMENTS)}")
     validate_runner_options(params)
     require_positive(params, ["agent_online_timeout", "agent_check_interval"])
+    validate_actions(params.get("agent_recovery"))
     if params.get("install_override_list") and params.get("baseline_override"):
         raise PatchingError("install_override_list and baseline_override are mutually exclusive")
     if params.get("install_override_list") and params["document"] != "AWS-RunPatchBaseline":
@@ -131,11 +134,16 @@ def run_patch(ssm, params, check_mode, clock=time.monotonic, sleep=time.sleep, s
                              parameters=document_parameters(params, snapshot_id), **request_options(params),
                              read_stdout=bool(params.get("baseline_override")))
     runner = SsmRunner(ssm, config, clock=clock, sleep=sleep, send_client=send_client)
-    outcomes = runner.run([request], watch=agent_watch(ssm, params, clock)) if sendable else {}
+    watch = agent_watch(ssm, params, clock, ec2)
+    outcomes = runner.run([request], watch=watch) if sendable else {}
+    recovery = getattr(watch, "recovery", None)
+    if recovery is not None:
+        recovery.finish({i: r.outcome for i, r in outcomes.items()})
     results = []
     for iid in ids:
         res = outcomes[iid].to_dict() if iid in outcomes else unsent(iid, pings[iid], missing.get(iid))
-        res.update(ping_status_before=pings[iid], compliance_before=before.get(iid), compliance_after=None)
+        res.update(ping_status_before=pings[iid], compliance_before=before.get(iid), compliance_after=None,
+                   recovery=list(recovery.attempts.get(iid, [])) if recovery is not None else [])
         results.append(res)
     if config.wait and not check_mode and sendable:
         verify(ssm, params, results, before, snapshot_id, clock, sleep, runner.stdout)
@@ -162,11 +170,17 @@ def no_success(result):
     return no_success_message(result["results"], "outcome", SUCCEEDED)
 
 
-def agent_watch(ssm, params, clock):
-    """An Install with RebootIfNeeded reboots inside the command, so its agents are watched while it runs (None otherwise)."""
+def agent_watch(ssm, params, clock, ec2=None):
+    """An Install with RebootIfNeeded reboots inside the command, so its agents are watched while it runs (None otherwise).
+
+    With an EC2 client and agent_recovery actions, a lost agent is first given those actions (AgentRecovery), each
+    followed by agent_online_timeout, before its invocation is cancelled.
+    """
     if params["operation"] != "Install" or params["reboot_option"] != "RebootIfNeeded":
         return None
-    return AgentWatch(ssm, params["agent_online_timeout"], params.get("agent_check_interval", 60), clock)
+    actions = validate_actions(params.get("agent_recovery"))
+    recovery = AgentRecovery(ec2, actions, params["agent_online_timeout"], clock) if ec2 is not None and actions else None
+    return AgentWatch(ssm, params["agent_online_timeout"], params.get("agent_check_interval", 60), clock, recovery=recovery)
 
 
 def verify(ssm, params, results, before, snapshot_id, clock, sleep, stdouts=None):

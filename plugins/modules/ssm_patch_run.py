@@ -113,6 +113,23 @@ options:
         instances. Only used with O(operation=Install) and O(reboot_option=RebootIfNeeded).
     type: float
     default: 60
+  agent_recovery:
+    description:
+      - "What is tried, in this order, on an instance whose agent stays silent longer than O(agent_online_timeout) during
+        its install, before its invocation is cancelled (V(reboot_timeout)). After each action the agent has
+        O(agent_online_timeout) again to come back; once back it runs the document again (SSM user guide, Handling
+        reboots when running commands), so the command can still end, and it is judged as usual."
+      - "V(reboot): C(RebootInstances). V(stop_start): C(StopInstances), then C(StartInstances) once the instance is
+        stopped. V(stop_start) is opt-in: the public IP address changes and the start may fail for lack of capacity. It
+        is skipped, with the reason recorded, on Auto Scaling members (tag C(aws:autoscaling:groupName)) and instances
+        with instance-store volumes (root device type C(instance-store), or an instance type with instance storage)."
+      - "An empty list cancels at once, as before. Each attempt is returned in C(results[].recovery). Nothing is tried
+        in check mode. Needs C(ec2:RebootInstances), C(ec2:StopInstances), C(ec2:StartInstances) and
+        C(ec2:DescribeInstanceTypes)."
+    type: list
+    elements: str
+    choices: [reboot, stop_start]
+    default: [reboot]
 extends_documentation_fragment:
   - cms.patching.ssm_command
   - amazon.aws.common.modules
@@ -192,6 +209,16 @@ results:
     compliance_after:
       description: Patch state after the command, same keys (null in check mode or with O(wait=false)).
       type: dict
+    recovery:
+      description:
+        - "The O(agent_recovery) attempts made on this instance, in order, each with C(action) (V(reboot), V(stop_start)),
+          C(started_at), C(ended_at) (UTC, ISO 8601), C(result) and, when there is one, C(reason) and C(error)."
+        - "C(result): V(agent_back) (the agent pinged again after the action), V(agent_not_back) (still silent
+          O(agent_online_timeout) after it), V(not_stopped), V(skipped) (C(reason) V(auto_scaling_member),
+          V(instance_store), V(instance_type_unknown), V(instance_not_found), V(instance_unreadable)), V(failed) (EC2
+          refused the call: C(error)) or V(unresolved) (the command ended otherwise first)."
+      type: list
+      elements: dict
 summary:
   description: Number of instances per outcome, plus C(total).
   returned: always

@@ -33,8 +33,10 @@ def test_reboot_hang_is_cancelled_at_agent_online_timeout_long_before_execution_
     assert res[hung]["outcome"] == "reboot_timeout", res[hung]
     assert "agent_online_timeout 2s" in res[hung]["error"] and "CancelCommand sent" in res[hung]["error"]
     assert res[hung]["status"] == "Cancelled" and res[hung]["compliance_after"]["missing"] == 3
+    # The default agent_recovery [reboot] tried one RebootInstances first (the agent did not come back from it either).
+    assert [(a["action"], a["result"]) for a in res[hung]["recovery"]] == [("reboot", "agent_not_back")]
     stats = sim.stats()
-    assert stats["mutating"] == {"ssm:SendCommand": 1, "ssm:CancelCommand": 1}
+    assert stats["mutating"] == {"ssm:SendCommand": 1, "ec2:RebootInstances": 1, "ssm:CancelCommand": 1}
     calls = stats["calls"]
     # A handful of polls, not the 18,000 that execution_timeout allows; at most one agent check per poll, each one
     # DescribeInstanceInformation for the 3 instances (the first call is the registration check before sending).
@@ -142,5 +144,6 @@ def test_agent_online_timeout_must_stay_above_the_agents_ping_interval(sim):
     assert result["rc"] == 0 and result["summary"] == {"total": 2, "success": 2}, result.get("msg")
     sim.configure(ping_interval_s=300)  # AWS's default: no ping within the whole command
     ids = seed(sim, {"ok": (2, [])})
-    result = run_module("ssm_patch_run", dict(args, instance_ids=ids), sim.env)
+    # Without agent recovery (which would first reboot these healthy instances in the middle of their install).
+    result = run_module("ssm_patch_run", dict(args, instance_ids=ids, agent_recovery=[]), sim.env)
     assert {r["outcome"] for r in result["results"]} == {"reboot_timeout"}, result.get("results")

@@ -55,8 +55,9 @@ class AgentWatch:
     per `interval` seconds, with one DescribeInstanceInformation per 50 open instances; a failed read waits for the next.
     """
 
-    def __init__(self, ssm, timeout, interval, clock=time.monotonic, outcome="reboot_timeout"):
+    def __init__(self, ssm, timeout, interval, clock=time.monotonic, outcome="reboot_timeout", recovery=None):
         self.ssm = ssm
+        self.recovery = recovery  # AgentRecovery: EC2 actions tried before an instance is given up (None: none)
         self.timeout = timeout
         self.interval = interval
         self.clock = clock
@@ -80,18 +81,32 @@ class AgentWatch:
             self.error = aws_error_message(e, "ssm:DescribeInstanceInformation")
             return {}
         lost = {}
+        aws_times = {}
         for cmd in commands:
             # AWS's clock, not the controller's: LastPingDateTime is stamped by AWS, and a controller clock that is off
             # (no NTP, a resumed VM) would make healthy agents look silent or hung ones alive. RequestedDateTime plus
             # monotonic time since the send needs no synchronised clock (see SentCommand.aws_time).
             aws_now = cmd.aws_time(now)
             for iid in cmd.open_ids():
-                silent = silence(parse_time(agents.get(iid, {}).get("last_ping")), cmd.requested_at, aws_now)
+                aws_times[iid] = aws_now
+                last_ping = parse_time(agents.get(iid, {}).get("last_ping"))
+                since = cmd.requested_at
+                if self.recovery is not None:
+                    self.recovery.seen(iid, last_ping)
+                    if self.recovery.busy(iid):
+                        continue
+                    since = later(since, self.recovery.since(iid))  # an action restarts the count
+                silent = silence(last_ping, since, aws_now)
                 if silent is not None and silent > self.timeout:
                     lost[iid] = (self.outcome, f"SSM agent silent for {silent:.0f}s while the command was InProgress (last ping "
                                                f"{agents[iid]['last_ping']}), longer than "
                                                f"agent_online_timeout {self.timeout:g}s")
-        return lost
+        if self.recovery is None:
+            return lost
+        now_aws = max((t for t in aws_times.values() if t is not None), default=None)
+        self.recovery.tick(now_aws)
+        given_up = self.recovery.escalate(list(lost), now_aws)
+        return {iid: (lost[iid][0], f"{lost[iid][1]}; {self.recovery.note(iid)}") for iid in given_up}
 
 
 def parse_time(value):
@@ -100,6 +115,15 @@ def parse_time(value):
         return datetime.datetime.fromisoformat(value) if isinstance(value, str) else value
     except ValueError:
         return None
+
+
+def later(first, second):
+    """The later of two AWS times, either of which may be unknown (None)."""
+    if not hasattr(second, "astimezone"):
+        return first
+    if not hasattr(first, "astimezone"):
+        return second
+    return max(first, second)
 
 
 def silence(last_ping, requested_at, aws_now):

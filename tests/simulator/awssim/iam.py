@@ -340,6 +340,10 @@ def ec2_checks(action: str, params: dict, region: str, account: str, resolver: R
             check = existing(rtype, rid)
             check["keys"].update(request_tag_keys(tags))
             checks.append(check)
+    elif action in ("RebootInstances", "StopInstances", "StartInstances"):
+        # Service Authorization Reference, "Actions defined by Amazon EC2": these act on resource type instance, one
+        # check per instance, with aws:ResourceTag/${TagKey} (a policy can scope them by the instances' tags).
+        checks = [existing("instance", iid) for iid in _members(params, "InstanceId")]
     elif action == "DeregisterImage":
         checks = [existing("image", params.get("ImageId", ""))]
     elif action == "DeleteSnapshot":
@@ -466,6 +470,50 @@ def s3_checks(operation: str, path: str, headers: dict, region: str) -> list[dic
     return checks
 
 
+def json_resource_arn(service: str, params: dict, region: str, account: str) -> str:
+    """The resource of a KMS or Service Quotas call (Service Authorization Reference: KMS resource type key,
+    arn:aws:kms:${Region}:${Account}:key/${KeyId}; Service Quotas resource type quota,
+    arn:aws:servicequotas:${Region}:${Account}:${ServiceCode}/${QuotaCode}); "*" when the call names none."""
+    if service == "kms":
+        key = str(params.get("KeyId") or "")
+        if key.startswith("arn:"):
+            return key
+        return f"arn:aws:kms:{region}:{account}:{key if key.startswith('alias/') else 'key/' + key}" if key else "*"
+    if params.get("ServiceCode") and params.get("QuotaCode"):
+        return f"arn:aws:servicequotas:{region}:{account}:{params['ServiceCode']}/{params['QuotaCode']}"
+    return "*"
+
+
+# Service Authorization Reference, "Actions defined by Elastic Load Balancing V2" / "by Amazon EC2 Auto Scaling": these
+# writes act on resource type targetgroup (arn:aws:elasticloadbalancing:${Region}:${Account}:targetgroup/${Name}/${Id})
+# and autoScalingGroup (arn:aws:autoscaling:${Region}:${Account}:autoScalingGroup:${GroupId}:autoScalingGroupName/${Name});
+# the Describe* reads name no resource ("*"). Resource tags are not looked up here: a policy conditioned on them is refused
+# (never allowed more than AWS would).
+TARGET_GROUP_ACTIONS = ("RegisterTargets", "DeregisterTargets")
+ASG_ACTIONS = ("EnterStandby", "ExitStandby")
+
+
+def asg_arn(region: str, account: str, name: str) -> str:
+    """The group's ARN from moto's backend (its GroupId is a UUID AWS assigns); a wildcard id when it does not exist."""
+    try:
+        from moto.autoscaling.models import autoscaling_backends  # pylint: disable=import-outside-toplevel
+        group = autoscaling_backends[account][region].autoscaling_groups.get(name)
+    except (ImportError, KeyError):
+        group = None
+    if group is not None and getattr(group, "arn", None):
+        return group.arn
+    return f"arn:aws:autoscaling:{region}:{account}:autoScalingGroup:*:autoScalingGroupName/{name}"
+
+
+def capacity_checks(service: str, action: str, params: dict, region: str, account: str) -> list[dict]:
+    base = {"aws:RequestedRegion": region}
+    if service == "elasticloadbalancing" and action in TARGET_GROUP_ACTIONS:
+        return [_check(f"{service}:{action}", params.get("TargetGroupArn") or "*", base)]
+    if service == "autoscaling" and action in ASG_ACTIONS:
+        return [_check(f"{service}:{action}", asg_arn(region, account, params.get("AutoScalingGroupName", "")), base)]
+    return [_check(f"{service}:{action}", "*", base)]
+
+
 def build_call(service: str, action: str, params: dict, region: str, account: str, resolver: Resolver,
                path: str = "", headers: dict | None = None) -> dict:
     partial = []
@@ -478,6 +526,10 @@ def build_call(service: str, action: str, params: dict, region: str, account: st
         checks = sts_checks(action, params, region)
     elif service == "s3":
         checks = s3_checks(action, path, headers or {}, region)
+    elif service in ("kms", "servicequotas"):
+        checks = [_check(f"{service}:{action}", json_resource_arn(service, params, region, account), {"aws:RequestedRegion": region})]
+    elif service in ("elasticloadbalancing", "autoscaling"):
+        checks = capacity_checks(service, action, params, region, account)
     else:
         checks = [_check(f"{service}:{action}", "*", {"aws:RequestedRegion": region})]
     call = {"call": f"{service}:{action}", "checks": checks}
@@ -556,7 +608,7 @@ def _principal(akid: str, account: str) -> str:
 
 
 def _params(service: str, environ: dict, body: bytes) -> dict:
-    if service == "ssm":
+    if service in ("ssm", "kms", "servicequotas"):  # JSON protocol
         try:
             loaded = json.loads(body or b"{}")
         except ValueError:

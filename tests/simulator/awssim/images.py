@@ -325,3 +325,6 @@ def apply() -> None:
         _orig_backend_describe_images = AmiBackend.describe_images
         AmiBackend.describe_images = _describe_images_bdm_filter
     EBSBackend.delete_snapshot = _delete_snapshot
+    # The account's AMI and snapshot quotas (Service Quotas), which images and snapshots count against.
+    from . import quotas  # pylint: disable=import-outside-toplevel
+    quotas.apply()

@@ -739,6 +739,9 @@ def _info_filters(resp) -> tuple[list | None, set | None, set | None]:
     return ids, pings, platforms
 
 
+AGENT_VERSION = "3.3.987.0"  # the agent a seeded instance runs unless tagged sim:agent-version
+
+
 def describe_instance_information(self):
     ids, pings, platforms = _info_filters(self)
     backend = _ec2(self)
@@ -756,9 +759,12 @@ def describe_instance_information(self):
         ptype, pname, pversion = PLATFORMS.get(tl["meta"]["platform"], PLATFORMS["linux"])
         if (pings and ping not in pings) or (platforms and ptype not in platforms):
             continue
+        # The agent's version as DescribeInstanceInformation reports it (AgentVersion, IsLatestVersion): the tag
+        # sim:agent-version stands for an instance whose agent was never updated (e.g. "2.0.672.0").
+        agent_version = tl["meta"]["tags"].get("sim:agent-version") or AGENT_VERSION
         rows.append({
-            "InstanceId": inst.id, "PingStatus": ping, "LastPingDateTime": _dt(last), "AgentVersion": "3.3.987.0",
-            "IsLatestVersion": True, "PlatformType": ptype, "PlatformName": pname, "PlatformVersion": pversion,
+            "InstanceId": inst.id, "PingStatus": ping, "LastPingDateTime": _dt(last), "AgentVersion": agent_version,
+            "IsLatestVersion": agent_version == AGENT_VERSION, "PlatformType": ptype, "PlatformName": pname, "PlatformVersion": pversion,
             "ResourceType": "EC2Instance", "IPAddress": inst.private_ip, "ComputerName": inst.private_dns_name,
             "AssociationStatus": "Success",
         })

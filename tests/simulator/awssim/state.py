@@ -39,6 +39,10 @@ DEFAULTS.update(health_s=0.2, drain_s=-1.0, asg_transition_s=0.2)
 # Keys whose value is a JSON document rather than a number. iam_policy: an identity-based policy enforced on every call
 # of the key (iam.py); null clears it.
 JSON_KEYS = ("iam_policy",)
+# Service Quotas (quotas.py): the applied values GetServiceQuota answers for EC2 "AMIs" (L-B665C33B, 50,000 by
+# default) and EBS "Snapshots per Region" (L-309BACF6, 100,000), so a test can give an account a small quota.
+CONFIG_KEYS += ("quota_amis", "quota_snapshots")
+DEFAULTS.update(quota_amis=50000.0, quota_snapshots=100000.0)
 
 FAULTS = frozenset((
     "ssm-unmanaged", "ssm-offline", "ami-fail", "snapshot-error", "precheck-fail", "patch-fail", "patch-timeout",

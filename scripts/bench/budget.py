@@ -45,6 +45,38 @@ PER_RUN = 2                     # sts:GetCallerIdentity + iam:ListAccountAliases
 BACKUP_PER_200 = 1 + 3 + 2 + 1  # DescribeImages (reuse lookup), DescribeImages polls, DescribeSnapshots, CreateTags verified
 
 
+# Issue 17's capacity steps, per wave and partition (none for instances without serving target groups or standby).
+# Draining and registering are batched per target group, standby per Auto Scaling group and 20 instances; each wait
+# ends by its second poll when the poll interval is at least the simulated duration (drain_s, health_s,
+# asg_transition_s), as for the other waits. See docs/performance.md, "Capacity steps".
+STANDBY_BATCH = 20
+ASG_NAMES_BATCH = 50
+
+
+def capacity_per_wave(target_groups=0, tag_sets=1, asgs=0, standby_members=0, polls=POLLS):
+    """Upper bound of the calls of the drain/register steps of one healthy wave, by action.
+
+    target_groups: serving target groups with targets in the wave; tag_sets: distinct drained-tag values (instances
+    behind the same groups share one); asgs / standby_members: Auto Scaling groups and members in standby mode.
+    """
+    # sum over groups of ceil(members / 20) <= ceil(all members / 20) + groups - 1
+    standby_calls = math.ceil(standby_members / STANDBY_BATCH) + asgs - 1 if asgs else 0
+    asg_reads = math.ceil(asgs / ASG_NAMES_BATCH)
+    return {
+        "elasticloadbalancing:DeregisterTargets": target_groups,
+        "elasticloadbalancing:RegisterTargets": target_groups,
+        # the wait until no target drains, and the wait until every target is healthy: `polls` each, per group
+        "elasticloadbalancing:DescribeTargetHealth": 2 * polls * target_groups,
+        "autoscaling:EnterStandby": standby_calls,
+        "autoscaling:ExitStandby": standby_calls,
+        # the group read before EnterStandby, the wait for Standby, the read before ExitStandby, the wait for InService
+        "autoscaling:DescribeAutoScalingGroups": asg_reads * (1 + polls + 1 + polls),
+        # the drained tags (one CreateTags per distinct value) and the standby tag, set before; one DeleteTags each after
+        "ec2:CreateTags": (tag_sets if target_groups else 0) + (1 if asgs else 0),
+        "ec2:DeleteTags": (1 if target_groups else 0) + (1 if asgs else 0),
+    }
+
+
 def ssm_batches(sizes):
     return sum(math.ceil(w / SSM_BATCH) for w in sizes)
 

@@ -1,0 +1,49 @@
+# -*- coding: utf-8 -*-
+# Copyright: cms.patching contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Filters for the patching role's gates (module_utils/gates.py): which waves a job runs, and the report entries of the
+instances a gate leaves unpatched or rolls back."""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.cms.patching.plugins.module_utils import gates
+from ansible_collections.cms.patching.plugins.module_utils import tags as T
+from ansible_collections.cms.patching.plugins.module_utils.errors import PatchingError
+from ansible_collections.cms.patching.plugins.plugin_utils.fleet import instance_id_of, read_once
+
+
+def wave_selected(number, waves):
+    """Whether wave `number` (from 1) is one of cms_patching_waves (numbers, or "N-" for N and later; empty: all)."""
+    try:
+        return gates.wave_selected(number, waves)
+    except PatchingError as e:
+        raise AnsibleFilterError(str(e)) from None
+
+
+def held_entries(hosts, hostvars, run_id, gate, wave=None):
+    """not_patched entries (reason from the gate's verdict) for the hosts this run would still patch: not those whose
+    backup failed (they keep that reason) nor those the run already patched (a resumed run)."""
+    hostvars = read_once(hostvars)
+    entries = []
+    for name in hosts:
+        host = hostvars.get(name, {})
+        instance_id = instance_id_of(name, hostvars)
+        tags = (host.get("cms_patching_discovery") or {}).get("tags") or {}
+        if not instance_id or (host.get("cms_patching_backup") or {}).get("status") == "failed":
+            continue
+        if tags.get(T.RUN_ID) == run_id and tags.get(T.LAST_PATCH_STATUS) == "patched":
+            continue
+        entries.append(gates.held_entry(instance_id, gate["verdict"], gate.get("alarm_name"), wave))
+    return entries
+
+
+def bake_rollback_entries(restored, alarm_name):
+    """Report entries of the instances a bake's alarm rolled back (ssm_patch_wave mode=restore results)."""
+    return gates.bake_rollback_entries(restored, alarm_name)
+
+
+class FilterModule:
+    def filters(self):
+        return {"wave_selected": wave_selected, "held_entries": held_entries, "bake_rollback_entries": bake_rollback_entries}

@@ -1,0 +1,241 @@
+# -*- coding: utf-8 -*-
+# Copyright: cms.patching contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The run's gates, read before each wave and watched during its bake: CloudWatch alarms and the operator's stop switch.
+
+- Alarms: DescribeAlarms with AlarmTypes MetricAlarm and CompositeAlarm (without it, AWS returns metric alarms only),
+  at most 100 AlarmNames per call (CloudWatch API Reference, DescribeAlarms), or one AlarmNamePrefix. Every configured
+  alarm must exist, so a typo cannot switch the gate off. INSUFFICIENT_DATA is an alarm only when asked for.
+- Stop switch: one SSM String parameter in the controller's default account and region. The value `stop` stops the
+  run; a missing parameter (GetParameter: ParameterNotFound) means go.
+- Verdicts: `alarm` (with the alarm's name) wins over `stop`; `unreadable` when a gate cannot be read (the run does
+  not go on blind).
+"""
+
+from __future__ import annotations
+
+import time
+
+from ansible_collections.cms.patching.plugins.module_utils.batching import chunked
+from ansible_collections.cms.patching.plugins.module_utils.errors import PatchingError, aws_error_message, error_code, is_aws_error
+
+ALARM_TYPES = ["MetricAlarm", "CompositeAlarm"]
+NAMES_PER_CALL = 100  # DescribeAlarms AlarmNames: at most 100 items
+STOP_VALUE = "stop"
+DEFAULT_STOP_PARAMETER = "/cms-patching/stop"
+VERDICTS = ("go", "alarm", "stop", "unreadable")
+ENTRY_KEYS = ("name", "region", "role_arn", "external_id")
+
+
+def normalise_alarms(alarms):
+    """[{name, region, role_arn, external_id}] from names or dicts; one line of error for anything else."""
+    out = []
+    for item in alarms or []:
+        entry = {"name": item} if isinstance(item, str) else item
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not entry["name"].strip():
+            raise PatchingError(f"cms_patching_alarms: each entry must be an alarm name or a dict with a name; got {item!r}")
+        unknown = sorted(set(entry) - set(ENTRY_KEYS) - {"account_id"})
+        if unknown:
+            raise PatchingError(f"cms_patching_alarms: unknown key {unknown[0]} in {entry['name']} (allowed: {', '.join(ENTRY_KEYS)})")
+        out.append({k: (entry.get(k) or None) for k in ENTRY_KEYS})
+    return out
+
+
+def validate(params):
+    """One line for settings that cannot work, before any AWS call."""
+    alarms = normalise_alarms(params.get("alarms"))
+    prefix = params.get("alarm_prefix") or ""
+    if alarms and prefix:
+        raise PatchingError("set cms_patching_alarms or cms_patching_alarm_prefix, not both")
+    if (params.get("bake_time") or 0) < 0:
+        raise PatchingError(f"cms_patching_bake_time must be 0 or more seconds; got {params.get('bake_time')}")
+    if (params.get("poll_interval") or 0) <= 0:
+        raise PatchingError(f"the gate's poll_interval must be greater than 0; got {params.get('poll_interval')}")
+    return alarms, prefix
+
+
+def alarm_groups(alarms, default_region):
+    """{(region, role_arn, external_id): [names]}: one DescribeAlarms series per account and region."""
+    groups = {}
+    for alarm in alarms:
+        key = (alarm["region"] or default_region, alarm["role_arn"], alarm["external_id"])
+        if alarm["name"] not in groups.setdefault(key, []):
+            groups[key].append(alarm["name"])
+    return groups
+
+
+def describe_alarms(cloudwatch, names=None, prefix=None):
+    """[{name, type, state, reason, updated}] of the named alarms (<= 100 per call) or of every alarm with the prefix."""
+    requests = [{"AlarmNames": chunk} for chunk in chunked(names, NAMES_PER_CALL)] if names else [{"AlarmNamePrefix": prefix}]
+    found = []
+    for request in requests:
+        token = None
+        while True:
+            page = cloudwatch.describe_alarms(AlarmTypes=ALARM_TYPES, **request, **({"NextToken": token} if token else {}))
+            for kind, key in (("MetricAlarm", "MetricAlarms"), ("CompositeAlarm", "CompositeAlarms")):
+                for alarm in page.get(key) or []:
+                    updated = alarm.get("StateUpdatedTimestamp")
+                    found.append({"name": alarm["AlarmName"], "type": kind, "state": alarm.get("StateValue"),
+                                  "reason": alarm.get("StateReason"), "updated": updated.isoformat() if hasattr(updated, "isoformat") else updated})
+            token = page.get("NextToken")
+            if not token:
+                break
+    return found
+
+
+def is_firing(alarm, on_missing_data=False):
+    return alarm["state"] == "ALARM" or (on_missing_data and alarm["state"] == "INSUFFICIENT_DATA")
+
+
+def read_stop(ssm, name):
+    """The stop parameter's value, or None when it does not exist."""
+    try:
+        return ssm.get_parameter(Name=name)["Parameter"]["Value"]
+    except Exception as e:  # pylint: disable=broad-except
+        if error_code(e) == "ParameterNotFound":
+            return None
+        raise
+
+
+def set_stop(ssm, name, stop, check_mode=False):
+    """Set the stop switch to `stop` or back to `go` (PutParameter, Overwrite); {changed, stop_value, previous}."""
+    previous = read_stop(ssm, name)
+    value = STOP_VALUE if stop else "go"
+    changed = previous != value
+    if changed and not check_mode:
+        ssm.put_parameter(Name=name, Value=value, Type="String", Overwrite=True,
+                          Description="cms.patching stop switch: 'stop' starts no new patching wave (playbooks/stop.yml)")
+    return {"changed": changed, "stop_value": value, "previous": previous}
+
+
+def decide(alarms, stop_value, on_missing_data=False):
+    """The verdict of one read: {verdict, alarm_name, firing}. An alarm wins over the stop switch (it may roll back)."""
+    firing = [a["name"] for a in alarms if is_firing(a, on_missing_data)]
+    if firing:
+        return {"verdict": "alarm", "alarm_name": firing[0], "firing": firing}
+    if (stop_value or "").strip().lower() == STOP_VALUE:
+        return {"verdict": "stop", "alarm_name": None, "firing": []}
+    return {"verdict": "go", "alarm_name": None, "firing": []}
+
+
+class GateReader:
+    """One read of every gate. client_for(service, region, role_arn, external_id) gives a boto3 client."""
+
+    def __init__(self, client_for, alarms, prefix, default_region, stop_parameter, on_missing_data=False):
+        self.client_for = client_for
+        self.groups = alarm_groups(alarms, default_region)
+        self.prefix = prefix
+        self.default_region = default_region
+        self.stop_parameter = stop_parameter
+        self.on_missing_data = on_missing_data
+        self.reads = 0
+
+    def alarms(self):
+        """Every configured alarm with its state; PatchingError (one line) when one does not exist."""
+        if self.prefix:
+            found = describe_alarms(self.client_for("cloudwatch", self.default_region, None, None), prefix=self.prefix)
+            if not found:
+                raise PatchingError(f"cms_patching_alarm_prefix: no CloudWatch alarm (metric or composite) starts with "
+                                    f"'{self.prefix}' in {self.default_region}")
+            return [dict(a, region=self.default_region) for a in found]
+        out = []
+        for (region, role_arn, external_id), names in self.groups.items():
+            found = {a["name"]: a for a in describe_alarms(self.client_for("cloudwatch", region, role_arn, external_id), names=names)}
+            missing = [n for n in names if n not in found]
+            if missing:
+                where = f"{region}" + (f" through {role_arn}" if role_arn else "")
+                raise PatchingError(f"cms_patching_alarms: no CloudWatch alarm (metric or composite) named "
+                                    f"{', '.join(missing)} in {where}")
+            out += [dict(found[n], region=region) for n in names]
+        return out
+
+    def read(self):
+        """{verdict, alarm_name, firing, alarms, stop_value, error}; an AWS error gives the verdict `unreadable`."""
+        self.reads += 1
+        try:
+            alarms = self.alarms()
+            stop = read_stop(self.client_for("ssm", self.default_region, None, None), self.stop_parameter) if self.stop_parameter else None
+        except PatchingError as e:
+            return {"verdict": "unreadable", "alarm_name": None, "firing": [], "alarms": [], "stop_value": None, "error": str(e)}
+        except Exception as e:  # pylint: disable=broad-except
+            if not is_aws_error(e):
+                raise
+            return {"verdict": "unreadable", "alarm_name": None, "firing": [], "alarms": [], "stop_value": None,
+                    "error": aws_error_message(e, "reading the gates")}
+        return dict(decide(alarms, stop, self.on_missing_data), alarms=alarms, stop_value=stop, error=None)
+
+
+def watch(read, bake_time, poll_interval, clock=time.monotonic, sleep=time.sleep):
+    """Read the gates until one says stop, or for bake_time seconds (a read at the start and one at the end or later).
+
+    Returns the last read, with `polls` and `watched` (seconds by `clock`).
+    """
+    start = clock()
+    polls = 0
+    while True:
+        state = read()
+        polls += 1
+        watched = clock() - start
+        if state["verdict"] != "go" or watched >= bake_time:
+            return dict(state, polls=polls, watched=round(watched, 3))
+        sleep(min(poll_interval, bake_time - watched))
+
+
+# ---------------------------------------------------------------- what the patching role does with a verdict
+
+# The report's reason for the instances a gate leaves unpatched (docs/report-schema.md).
+# approval_*: the operator's answer after the canary (a pause on the command line, an AWX approval node).
+REASONS = {"alarm": "alarm", "stop": "stopped_by_operator", "unreadable": "gate_unreadable",
+           "approval_denied": "approval_denied", "approval_timeout": "approval_timeout"}
+
+
+def parse_waves(waves):
+    """cms_patching_waves -> [(first, last or None)]: numbers from 1, or "N-" for wave N and every later one. Empty: all."""
+    if waves in (None, "", []):
+        return [(1, None)]
+    items = waves if isinstance(waves, list) else [waves]
+    ranges = []
+    for item in items:
+        text = str(item).strip()
+        try:
+            if text.endswith("-"):
+                ranges.append((int(text[:-1]), None))
+            else:
+                ranges.append((int(text), int(text)))
+        except ValueError:
+            ranges = None
+            break
+        if ranges[-1][0] < 1:
+            ranges = None
+            break
+    if not ranges:
+        raise PatchingError(f"cms_patching_waves must list wave numbers from 1, or \"N-\" for wave N and later (such as [1] or [\"2-\"]); got {waves!r}")
+    return ranges
+
+
+def wave_selected(number, waves):
+    return any(first <= int(number) and (last is None or int(number) <= last) for first, last in parse_waves(waves))
+
+
+def held_entry(instance_id, verdict, alarm_name=None, wave=None):
+    """Report entry of an instance a gate leaves unpatched."""
+    entry = {"instance_id": instance_id, "final_status": "not_patched", "reason": REASONS[verdict]}
+    if verdict == "alarm":
+        entry["alarm_name"] = alarm_name
+    if wave is not None:
+        entry["stop_wave"] = int(wave)
+    return entry
+
+
+def bake_rollback_entries(restored, alarm_name):
+    """Report entries of the instances rolled back because an alarm fired during the bake (ssm_patch_wave mode=restore
+    results): `rolled_back` with reason `alarm`, or `failed` (rollback_failed); the wave's own step times are kept."""
+    entries = []
+    for result in restored or []:
+        entry = {"instance_id": result["instance_id"], "rollback": result.get("rollback"), "alarm_name": alarm_name}
+        if result.get("final_status") == "rolled_back":
+            entry.update(final_status="rolled_back", reason="alarm")
+        elif result.get("final_status") == "failed":
+            entry.update(final_status="failed", reason=result.get("reason") or "rollback_failed")
+        entries.append(entry)
+    return entries

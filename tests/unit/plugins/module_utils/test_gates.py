@@ -1,0 +1,153 @@
+"""The gates (module_utils/gates.py) against in-memory CloudWatch and Parameter Store fakes with AWS's limits."""
+
+from datetime import datetime, timezone
+
+import pytest
+from botocore.exceptions import ClientError
+
+from ansible_collections.cms.patching.plugins.module_utils import gates
+from ansible_collections.cms.patching.plugins.module_utils.errors import PatchingError
+
+
+def _error(code):
+    return ClientError({"Error": {"Code": code, "Message": code}}, "op")
+
+
+class FakeCloudWatch:
+    """DescribeAlarms as the API reference documents it: AlarmTypes default metric only, <= 100 names, MaxRecords 50 pages."""
+
+    def __init__(self, alarms):
+        self.alarms = alarms  # name -> (type, state)
+        self.calls = []
+
+    def describe_alarms(self, AlarmTypes=None, AlarmNames=None, AlarmNamePrefix=None, NextToken=None):
+        self.calls.append({"AlarmTypes": AlarmTypes, "AlarmNames": AlarmNames, "AlarmNamePrefix": AlarmNamePrefix, "NextToken": NextToken})
+        if AlarmNames and len(AlarmNames) > 100:
+            raise _error("ValidationError")
+        types = AlarmTypes or ["MetricAlarm"]
+        names = sorted(n for n in self.alarms if (n in AlarmNames if AlarmNames else n.startswith(AlarmNamePrefix or ""))
+                       and self.alarms[n][0] in types)
+        start = int(NextToken or 0)
+        page = names[start:start + 50]
+        out = {"MetricAlarms": [], "CompositeAlarms": []}
+        for name in page:
+            kind, state = self.alarms[name]
+            out["MetricAlarms" if kind == "MetricAlarm" else "CompositeAlarms"].append(
+                {"AlarmName": name, "StateValue": state, "StateReason": "r", "StateUpdatedTimestamp": datetime(2026, 1, 1, tzinfo=timezone.utc)})
+        if start + 50 < len(names):
+            out["NextToken"] = str(start + 50)
+        return out
+
+
+class FakeSsm:
+    def __init__(self, params=None, error=None):
+        self.params = params or {}
+        self.error = error
+
+    def get_parameter(self, Name):
+        if self.error:
+            raise _error(self.error)
+        if Name not in self.params:
+            raise _error("ParameterNotFound")
+        return {"Parameter": {"Name": Name, "Value": self.params[Name]}}
+
+
+def reader(cw, ssm, alarms=(), prefix="", on_missing_data=False, stop="/cms-patching/stop"):
+    clients = {"cloudwatch": cw, "ssm": ssm}
+    seen = []
+
+    def client_for(service, region, role_arn, external_id):
+        seen.append((service, region, role_arn, external_id))
+        return clients[service]
+    r = gates.GateReader(client_for, gates.normalise_alarms(list(alarms)), prefix, "us-east-1", stop, on_missing_data)
+    r.seen = seen
+    return r
+
+
+def test_composite_alarms_are_read_and_names_go_100_per_call():
+    names = [f"a{n:03d}" for n in range(230)]
+    cw = FakeCloudWatch({**{n: ("MetricAlarm", "OK") for n in names}, "comp": ("CompositeAlarm", "ALARM")})
+    state = reader(cw, FakeSsm(), alarms=names + ["comp"]).read()
+    assert state["verdict"] == "alarm" and state["alarm_name"] == "comp"
+    assert all(c["AlarmTypes"] == ["MetricAlarm", "CompositeAlarm"] for c in cw.calls)
+    assert [len(c["AlarmNames"]) for c in cw.calls if not c["NextToken"]] == [100, 100, 31]
+    assert len(state["alarms"]) == 231
+
+
+def test_a_missing_alarm_makes_the_gate_unreadable_with_one_line():
+    cw = FakeCloudWatch({"web-5xx": ("MetricAlarm", "OK")})
+    state = reader(cw, FakeSsm(), alarms=["web-5xx", "web-5xxx"]).read()
+    assert state["verdict"] == "unreadable"
+    assert state["error"] == "cms_patching_alarms: no CloudWatch alarm (metric or composite) named web-5xxx in us-east-1"
+    empty = reader(cw, FakeSsm(), prefix="db-").read()
+    assert empty["verdict"] == "unreadable" and "starts with 'db-'" in empty["error"]
+
+
+def test_insufficient_data_is_an_alarm_only_when_asked():
+    cw = FakeCloudWatch({"new": ("MetricAlarm", "INSUFFICIENT_DATA")})
+    assert reader(cw, FakeSsm(), alarms=["new"]).read()["verdict"] == "go"
+    assert reader(cw, FakeSsm(), alarms=["new"], on_missing_data=True).read()["alarm_name"] == "new"
+
+
+def test_stop_switch_missing_means_go_and_stop_stops():
+    cw = FakeCloudWatch({})
+    assert reader(cw, FakeSsm()).read()["verdict"] == "go"
+    assert reader(cw, FakeSsm({"/cms-patching/stop": "go"})).read()["verdict"] == "go"
+    state = reader(cw, FakeSsm({"/cms-patching/stop": "stop"})).read()
+    assert (state["verdict"], state["stop_value"]) == ("stop", "stop")
+    denied = reader(cw, FakeSsm(error="AccessDeniedException")).read()
+    assert denied["verdict"] == "unreadable" and "AccessDeniedException" in denied["error"] and "\n" not in denied["error"]
+
+
+def test_an_alarm_wins_over_the_stop_switch():
+    cw = FakeCloudWatch({"web": ("MetricAlarm", "ALARM")})
+    assert reader(cw, FakeSsm({"/cms-patching/stop": "stop"}), alarms=["web"]).read()["verdict"] == "alarm"
+
+
+def test_alarms_of_other_regions_and_accounts_are_read_with_their_own_clients():
+    cw = FakeCloudWatch({"a": ("MetricAlarm", "OK"), "b": ("MetricAlarm", "OK")})
+    r = reader(cw, FakeSsm(), alarms=["a", {"name": "b", "region": "eu-west-1", "role_arn": "arn:aws:iam::222222222222:role/cms-patching"}])
+    assert r.read()["verdict"] == "go"
+    assert ("cloudwatch", "us-east-1", None, None) in r.seen
+    assert ("cloudwatch", "eu-west-1", "arn:aws:iam::222222222222:role/cms-patching", None) in r.seen
+    assert ("ssm", "us-east-1", None, None) in r.seen  # the stop switch: the controller's default account and region
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"alarms": ["a"], "alarm_prefix": "b"}, "not both"),
+    ({"alarms": [{"region": "x"}]}, "each entry must be an alarm name"),
+    ({"alarms": [{"name": "a", "regoin": "x"}]}, "unknown key regoin"),
+    ({"bake_time": -1}, "cms_patching_bake_time must be 0 or more"),
+])
+def test_bad_settings_are_one_line(params, message):
+    with pytest.raises(PatchingError) as err:
+        gates.validate(dict({"poll_interval": 1, "bake_time": 0}, **params))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+class Clock:
+    """Simulated time: sleep() moves it; reads take no time."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def clock(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def test_the_bake_reads_until_its_end_and_stops_at_the_first_alarm():
+    clock = Clock()
+    verdicts = iter(["go", "go", "go", "alarm"])
+    result = gates.watch(lambda: {"verdict": next(verdicts)}, bake_time=100, poll_interval=30, clock=clock.clock, sleep=clock.sleep)
+    assert (result["verdict"], result["polls"], clock.now) == ("alarm", 4, 90)
+
+    clock = Clock()
+    result = gates.watch(lambda: {"verdict": "go"}, bake_time=100, poll_interval=30, clock=clock.clock, sleep=clock.sleep)
+    # Reads at 0, 30, 60, 90 and 100: the last one at the end of the bake, not a poll later.
+    assert (result["verdict"], result["polls"], clock.now) == ("go", 5, 100)
+
+    clock = Clock()
+    assert gates.watch(lambda: {"verdict": "go"}, 0, 30, clock.clock, clock.sleep)["polls"] == 1 and clock.now == 0

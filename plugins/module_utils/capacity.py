@@ -14,6 +14,7 @@ from __future__ import annotations
 from ansible_collections.cms.patching.plugins.module_utils import tags as T
 from ansible_collections.cms.patching.plugins.module_utils.batching import chunked
 from ansible_collections.cms.patching.plugins.module_utils.errors import aws_error_message, is_aws_error
+from ansible_collections.cms.patching.plugins.module_utils.readers import read_instances
 
 ASG_MODES = ("in_place", "standby")
 # EnterStandby / ExitStandby: "You can specify up to 20 instances" (Auto Scaling API reference, InstanceIds).
@@ -284,14 +285,14 @@ def min_size_refusal(error):
 # ---------------------------------------------------------------- the steps
 
 def read_capacity_tags(ec2, instance_ids):
-    """{iid: {key: value}} of the capacity tags (tags.CAPACITY_KEYS) on the instances (DescribeTags, 200 ids a call)."""
+    """{iid: {key: value}} of the capacity tags (tags.CAPACITY_KEYS) on the instances.
+
+    Through the shared DescribeInstances reader (200 ids a query), which every run may already call: no
+    ec2:DescribeTags permission of its own.
+    """
     found = {iid: {} for iid in instance_ids}
-    for chunk in chunked(instance_ids, 200):
-        pages = ec2.get_paginator("describe_tags").paginate(
-            Filters=[{"Name": "resource-id", "Values": chunk}, {"Name": "key", "Values": list(T.CAPACITY_KEYS)}])
-        for page in pages:
-            for tag in page.get("Tags", []):
-                found.setdefault(tag["ResourceId"], {})[tag["Key"]] = tag.get("Value", "")
+    for record in read_instances(ec2, instance_ids):
+        found[record["instance_id"]] = {k: v for k, v in record["tags"].items() if k in T.CAPACITY_KEYS}
     return found
 
 

@@ -336,7 +336,7 @@ class Partition:
                 if not isinstance(e, PatchingError) and not is_aws_error(e):
                     raise
                 # Unread: the wave goes on; its own drain records the same target groups again and puts them back.
-                self.errors["recover"] = str(e) if isinstance(e, PatchingError) else aws_error_message(e, "ec2:DescribeTags")
+                self.errors["recover"] = str(e) if isinstance(e, PatchingError) else aws_error_message(e, "ec2:DescribeInstances")
                 read = {}
             for iid in unknown:
                 self.instances[iid]["capacity_tags"] = read.get(iid)

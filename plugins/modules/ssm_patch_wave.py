@@ -40,8 +40,8 @@ description:
     the group's own target groups itself; other target groups of the instance are drained as above. The desired
     capacity ends as it began."
   - "Before draining or entering standby the instance is tagged (C(cms-patching:drained), C(cms-patching:standby)); the
-    tags go once it is back. A later call that finds them (O(instances[].capacity_tags), or C(DescribeTags) when not
-    given) registers and takes out of standby what they name before anything else (step V(recover))."
+    tags go once it is back. A later call that finds them (O(instances[].capacity_tags), or C(DescribeInstances) when
+    not given) registers and takes out of standby what they name before anything else (step V(recover))."
   - Check mode sends nothing and tags nothing; it reads the backups and agents and reports what each step would run
     (V(would_run), V(would_drain), V(would_register)); instances the backup phase would back up
     (O(instances[].backup_planned)) pass the gate.
@@ -124,7 +124,7 @@ options:
       capacity_tags:
         description:
           - Its C(cms-patching:drained*) and C(cms-patching:standby) tags as last read (the patching role passes discovery's).
-          - When not given the module reads them (one C(DescribeTags) per 200 instances).
+          - When not given the module reads them (one C(DescribeInstances) per 200 instances).
         type: dict
   mode:
     description: V(patch) runs the whole wave; V(restore) only restores every instance from its newest verified backup.

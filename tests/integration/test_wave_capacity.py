@@ -189,7 +189,7 @@ def test_standby_group_of_6_ends_at_its_desired_capacity_all_in_service(sim):
 
 def test_a_run_killed_mid_drain_is_put_back_by_the_next(sim, lb_fleet):
     """What a killed run leaves: targets deregistered and the drained tag (set before DeregisterTargets). The next call,
-    with the tags unread (capacity_tags not given: DescribeTags), registers them first; here the instance then fails
+    with the tags unread (capacity_tags not given: the module reads them with DescribeInstances), registers them first; here the instance then fails
     its pre-check, so the recovery alone puts it back."""
     instances, kind, web, api, _pairs = lb_fleet
     victim = next(i for i in instances if kind[i["instance_id"]] == "ok")

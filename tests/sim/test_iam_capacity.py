@@ -61,3 +61,19 @@ def test_standby_is_authorised_on_the_group_arn(sim):
     sim.config(iam_policy=None)
     group = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[other])["AutoScalingGroups"][0]
     assert group["DesiredCapacity"] == 1 and {i["LifecycleState"] for i in group["Instances"]} == {"InService"}
+
+
+def test_delete_tags_is_authorised_per_instance_with_the_keys_it_removes(sim):
+    """ec2:DeleteTags acts on each resource, with aws:TagKeys (Service Authorization Reference, Amazon EC2)."""
+    iid = fleet.seed({"region": "us-east-1", "groups": [{"count": 1}]}, sim.url, sim.key)[0]["instance_id"]
+    ec2 = sim.client("ec2")
+    ec2.create_tags(Resources=[iid], Tags=[{"Key": "cms-patching:drained", "Value": "web:80"}, {"Key": "keep", "Value": "1"}])
+    sim.config(iam_policy={"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "ec2:Describe*", "Resource": "*"},
+        {"Effect": "Allow", "Action": "ec2:DeleteTags", "Resource": "arn:aws:ec2:*:*:instance/*",
+         "Condition": {"ForAllValues:StringLike": {"aws:TagKeys": ["cms-patching:drained*", "cms-patching:standby"]}}}]})
+    error = _refused(ec2.delete_tags, Resources=[iid], Tags=[{"Key": "keep"}])
+    assert error["Code"] == "UnauthorizedOperation" and "ec2:DeleteTags" in error["Message"]
+    ec2.delete_tags(Resources=[iid], Tags=[{"Key": "cms-patching:drained"}])
+    tags = {t["Key"] for t in ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [iid]}])["Tags"]}
+    assert "keep" in tags and "cms-patching:drained" not in tags

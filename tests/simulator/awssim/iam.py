@@ -340,6 +340,17 @@ def ec2_checks(action: str, params: dict, region: str, account: str, resolver: R
             check = existing(rtype, rid)
             check["keys"].update(request_tag_keys(tags))
             checks.append(check)
+    elif action == "DeleteTags":
+        # Service Authorization Reference, "Actions defined by Amazon EC2": DeleteTags acts on each tagged resource, with
+        # aws:TagKeys (the keys the request removes; absent when it names none, i.e. removes every tag) and the
+        # resource's own aws:ResourceTag keys.
+        keys = _members_sub(params, "Tag", "Key")
+        checks = []
+        for rid in _members(params, "ResourceId"):
+            check = existing(ec2_type_of(rid) or "unknown", rid)
+            if keys:
+                check["keys"]["aws:TagKeys"] = keys
+            checks.append(check)
     elif action in ("RebootInstances", "StopInstances", "StartInstances"):
         # Service Authorization Reference, "Actions defined by Amazon EC2": these act on resource type instance, one
         # check per instance, with aws:ResourceTag/${TagKey} (a policy can scope them by the instances' tags).

@@ -181,7 +181,7 @@ class FakeAsg(Recorder):
 
 
 class FakeTags(Recorder):
-    """EC2 CreateTags / DeleteTags / DescribeTags (resource-id and key filters)."""
+    """EC2 CreateTags / DeleteTags / DescribeTags (resource-id and key filters) / DescribeInstances (instance-id filter)."""
 
     def __init__(self, clock, log=None):
         super().__init__(clock, log)
@@ -199,8 +199,14 @@ class FakeTags(Recorder):
                 self.tags.get(rid, {}).pop(t["Key"], None)
 
     def get_paginator(self, op):
-        assert op == "describe_tags"
-        return _Paginator(self.describe_tags)
+        return _Paginator({"describe_tags": self.describe_tags, "describe_instances": self.describe_instances}[op])
+
+    def describe_instances(self, Filters):
+        """Only what the capacity code reads: the instances of an instance-id filter, with their tags."""
+        self._call("DescribeInstances", Filters=Filters)
+        ids = next(f["Values"] for f in Filters if f["Name"] == "instance-id")
+        return {"Reservations": [{"OwnerId": "111111111111", "Instances": [
+            {"InstanceId": rid, "Tags": [{"Key": k, "Value": v} for k, v in self.tags.get(rid, {}).items()]} for rid in ids]}]}
 
     def describe_tags(self, Filters):
         self._call("DescribeTags", Filters=Filters)

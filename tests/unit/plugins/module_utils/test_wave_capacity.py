@@ -226,7 +226,7 @@ def test_a_killed_run_s_tags_are_put_back_before_anything_else(aws, lb):
     aws.elb.drop(api, [iid(1)])
     aws.ec2.tags[iid(1)] = {T.DRAINED: "web:80,api:8080"}
     # It failed its pre-check this time: it is not drained again, so only the recovery puts it back.
-    todo = [dict(i, capacity_tags=None) for i in instances]  # unknown: the wave reads them (DescribeTags)
+    todo = [dict(i, capacity_tags=None) for i in instances]  # unknown: the wave reads them (DescribeInstances)
     _result, steps, by_id = wave(aws, todo, plan={iid(1): {"precheck": "failed"}})
     calls = aws.calls()
     assert calls.index("RegisterTargets") < calls.index("DeregisterTargets")
@@ -234,7 +234,7 @@ def test_a_killed_run_s_tags_are_put_back_before_anything_else(aws, lb):
     assert list(by_id[iid(1)]["steps"])[0] == "recover"
     assert by_id[iid(1)]["capacity"]["recovered"]["registered"] == ["api", "web"]
     assert iid(1) in aws.elb.groups[web]["targets"] and iid(1) in aws.elb.groups[api]["targets"]
-    assert aws.ec2.tags[iid(1)] == {} and aws.ec2.count("DescribeTags") == 1
+    assert aws.ec2.tags[iid(1)] == {} and aws.ec2.count("DescribeInstances") == 1  # one read for the partition
 
 
 def test_a_killed_run_s_standby_is_exited(aws):

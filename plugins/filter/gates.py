@@ -44,6 +44,15 @@ def bake_rollback_entries(restored, alarm_name):
     return gates.bake_rollback_entries(restored, alarm_name)
 
 
+def approval_reason(hold, canary_ended_at=None, approval_timeout=0):
+    """approval_denied or approval_timeout for cms_patching_hold (approval_not_given: decided by the time waited)."""
+    try:
+        return gates.approval_reason(hold, canary_ended_at, approval_timeout)
+    except ValueError:
+        raise AnsibleFilterError(f"cms_patching_canary_ended_at '{canary_ended_at}' is not an ISO time") from None
+
+
 class FilterModule:
     def filters(self):
-        return {"wave_selected": wave_selected, "held_entries": held_entries, "bake_rollback_entries": bake_rollback_entries}
+        return {"wave_selected": wave_selected, "held_entries": held_entries, "bake_rollback_entries": bake_rollback_entries,
+                "approval_reason": approval_reason}

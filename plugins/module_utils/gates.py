@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 
 from ansible_collections.cms.patching.plugins.module_utils.batching import chunked
 from ansible_collections.cms.patching.plugins.module_utils.errors import PatchingError, aws_error_message, error_code, is_aws_error
@@ -98,11 +99,13 @@ def read_stop(ssm, name):
 
 
 def set_stop(ssm, name, stop, check_mode=False):
-    """Set the stop switch to `stop` or back to `go` (PutParameter, Overwrite); {changed, stop_value, previous}."""
+    """Set the stop switch to `stop` or back to `go` (PutParameter, Overwrite); {changed, stop_value, previous}.
+
+    Written even when it already says so: an operator who presses stop gets a fresh write, never a read they must trust."""
     previous = read_stop(ssm, name)
     value = STOP_VALUE if stop else "go"
     changed = previous != value
-    if changed and not check_mode:
+    if not check_mode:
         ssm.put_parameter(Name=name, Value=value, Type="String", Overwrite=True,
                           Description="cms.patching stop switch: 'stop' starts no new patching wave (playbooks/stop.yml)")
     return {"changed": changed, "stop_value": value, "previous": previous}
@@ -239,3 +242,22 @@ def bake_rollback_entries(restored, alarm_name):
             entry.update(final_status="failed", reason=result.get("reason") or "rollback_failed")
         entries.append(entry)
     return entries
+
+
+def approval_reason(hold, canary_ended_at=None, approval_timeout=0, now=None):
+    """The reason a job run on an approval's failure path records (cms_patching_hold).
+
+    approval_denied / approval_timeout are taken as given. approval_not_given decides between them: AWX sends a denial
+    and a timeout down the same failure path and tells the next job neither, so the answer that came at or after the
+    approval node's timeout (cms_patching_approval_timeout) from the end of the canary (cms_patching_canary_ended_at, which
+    the canary job publishes) is a timeout; an earlier one, or one without both values, is a denial.
+    """
+    if hold != "approval_not_given":
+        return hold
+    if not canary_ended_at or not approval_timeout or int(approval_timeout) <= 0:
+        return "approval_denied"
+    ended = datetime.fromisoformat(str(canary_ended_at).replace("Z", "+00:00"))
+    if ended.tzinfo is None:
+        ended = ended.replace(tzinfo=timezone.utc)
+    waited = ((now or datetime.now(timezone.utc)) - ended).total_seconds()
+    return "approval_timeout" if waited >= int(approval_timeout) else "approval_denied"

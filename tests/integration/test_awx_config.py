@@ -148,6 +148,9 @@ def test_references_between_objects_resolve(config):
         assert set(template["credentials"]) <= set(creds), template["name"]
     for workflow in config["controller_workflows"]:
         for node in workflow["simplified_workflow_nodes"]:
+            if "approval_node" in node:  # infra.aap_configuration's approval node: a name and a timeout, no template
+                assert set(node["approval_node"]) <= {"name", "description", "timeout"}, (workflow["name"], node["identifier"])
+                continue
             assert node["unified_job_template"] in templates, (workflow["name"], node["identifier"])
 
 
@@ -232,7 +235,7 @@ def test_every_survey_and_template_variable_is_an_argument_of_what_runs(config):
     the playbook itself reads; its answer must fit the argument's type and choices."""
     for template in config["controller_templates"]:
         options, play_vars, roles = accepted_variables(template["playbook"], template.get("job_tags"))
-        assert roles, template["name"]
+        assert roles or play_vars, template["name"]  # playbooks/stop.yml runs no role: only its own variables
         for var in template.get("extra_vars", {}):
             assert var in options or var in play_vars, (template["name"], var)
         for q in questions(template):
@@ -248,7 +251,7 @@ def test_workflow_survey_variables_reach_a_node_that_uses_them(config):
     templates = by_name(config, "controller_templates")
     for workflow in config["controller_workflows"]:
         accepted = set()
-        for node in workflow["simplified_workflow_nodes"]:
+        for node in job_nodes(workflow):
             template = templates[node["unified_job_template"]]
             options, play_vars, _roles = accepted_variables(template["playbook"], template.get("job_tags"))
             accepted |= set(options) | play_vars
@@ -265,7 +268,7 @@ def test_surveys_never_shadow_values_the_templates_set(config):
     for workflow in config["controller_workflows"]:
         asked = {q["variable"] for q in questions(workflow)}
         assert "cms_patching_run_id" not in asked and not workflow.get("extra_vars"), workflow["name"]
-        for node in workflow["simplified_workflow_nodes"]:
+        for node in job_nodes(workflow):
             template = templates[node["unified_job_template"]]
             assert not asked & set(template.get("extra_vars", {})), workflow["name"]
 
@@ -276,6 +279,11 @@ def test_rollback_needs_an_explicit_instance_choice(config):
         hosts = [q for q in questions(template) if q["variable"] == "cms_patching_hosts"]
         assert hosts and hosts[0]["required"] and hosts[0]["min"] > 0 and not template.get("ask_limit_on_launch")
     assert "cms_patching_hosts" in playbook_variables("playbooks/rollback.yml")
+
+
+def job_nodes(workflow):
+    """The nodes that run a job template (not approval nodes)."""
+    return [n for n in workflow["simplified_workflow_nodes"] if "approval_node" not in n]
 
 
 def workflow_graph(workflow):
@@ -293,6 +301,8 @@ def workflow_graph(workflow):
 def test_workflow_runs_the_phases_in_order_and_patching_after_any_backup_result(config):
     templates = by_name(config, "controller_templates")
     for workflow in config["controller_workflows"]:
+        if any("approval_node" in n for n in workflow["simplified_workflow_nodes"]):
+            continue  # the canary workflow: test_canary_workflow_asks_a_human_between_the_canary_and_the_rest
         nodes, parents = workflow_graph(workflow)
         phase = {i: templates[n["unified_job_template"]].get("job_tags") for i, n in nodes.items()}
         assert sorted(phase.values()) == sorted(PHASES), workflow["name"]
@@ -306,6 +316,47 @@ def test_workflow_runs_the_phases_in_order_and_patching_after_any_backup_result(
         assert not backup.get("success_nodes") and not backup.get("failure_nodes"), workflow["name"]
         assert parents[patching["identifier"]] == {backup["identifier"]} and not patching.get("all_parents_must_converge")
         assert not any(patching.get(k) for k in ("success_nodes", "failure_nodes", "always_nodes")), workflow["name"]
+
+
+def test_canary_workflow_asks_a_human_between_the_canary_and_the_rest(config):
+    """discovery -> backup (any result) -> canary (wave 1) -> approval with a timeout -> the rest of the same run; the
+    approval's failure path (denied or timed out) records the rest not_patched; nothing patches without the approval."""
+    templates = by_name(config, "controller_templates")
+    workflow = by_name(config, "controller_workflows")["cms-patching workflow (canary approval)"]
+    nodes, parents = workflow_graph(workflow)
+    approvals = [i for i, n in nodes.items() if "approval_node" in n]
+    assert len(approvals) == 1
+    approval = nodes[approvals[0]]
+    assert approval["approval_node"]["name"] and approval["approval_node"]["timeout"] > 0
+    job = {i: templates[n["unified_job_template"]] for i, n in nodes.items() if "approval_node" not in n}
+    tags = {i: t.get("job_tags") for i, t in job.items()}
+    discovery, backup = (next(i for i, t in tags.items() if t == phase) for phase in ("discovery", "backup"))
+    assert [i for i, p in parents.items() if not p] == [discovery] and nodes[discovery]["success_nodes"] == [backup]
+    canary = nodes[backup]["always_nodes"][0]
+    assert tags[canary] == "patching" and job[canary]["extra_vars"]["cms_patching_waves"] == [1]
+    # Only the canary's success asks for the approval; the approval alone leads to the rest or to the record of no approval.
+    assert nodes[canary].get("success_nodes") == [approval["identifier"]] and not nodes[canary].get("failure_nodes")
+    assert not nodes[canary].get("always_nodes") and parents[approval["identifier"]] == {canary}
+    rest, refused = approval["success_nodes"], approval["failure_nodes"]
+    assert len(rest) == len(refused) == 1 and not approval.get("always_nodes")
+    assert tags[rest[0]] == "patching" and "cms_patching_waves" not in job[rest[0]].get("extra_vars", {})
+    assert "cms_patching_hold" not in job[rest[0]].get("extra_vars", {})
+    hold = job[refused[0]]["extra_vars"]
+    assert tags[refused[0]] == "patching" and hold["cms_patching_hold"] == "approval_not_given"
+    # The failure path tells a timeout from a denial by the node's timeout: the two must agree.
+    assert hold["cms_patching_approval_timeout"] == approval["approval_node"]["timeout"]
+    options, _play_vars, _roles = accepted_variables("playbooks/patch.yml", "patching")
+    for var in ("cms_patching_waves", "cms_patching_hold", "cms_patching_approval_timeout", "cms_patching_canary_ended_at"):
+        assert var in options, var
+    assert "approval_not_given" in options["cms_patching_hold"][0]["choices"]
+    # The canary job publishes the time its wave ended (set_stats), which reaches the failure path as a variable.
+    assert "cms_patching_canary_ended_at" in (ROOT / "roles" / "patching" / "tasks" / "bake.yml").read_text(encoding="utf-8")
+
+
+def test_the_stop_switch_has_a_job_template(config):
+    stop = [t for t in config["controller_templates"] if t["playbook"] == "playbooks/stop.yml"]
+    assert len(stop) == 1 and {q["variable"] for q in questions(stop[0])} == {"cms_patching_stop"}
+    assert {"cms_patching_stop", "cms_patching_stop_parameter"} <= playbook_variables("playbooks/stop.yml")
 
 
 # --- job slicing ---

@@ -151,3 +151,42 @@ def test_the_bake_reads_until_its_end_and_stops_at_the_first_alarm():
 
     clock = Clock()
     assert gates.watch(lambda: {"verdict": "go"}, 0, 30, clock.clock, clock.sleep)["polls"] == 1 and clock.now == 0
+
+
+@pytest.mark.parametrize("waves, selected", [
+    ([], [1, 2, 3, 4, 5, 6]), ([1], [1]), (["2-"], [2, 3, 4, 5, 6]), ([1, "4-"], [1, 4, 5, 6]), ("2", [2]), ([2, 3], [2, 3]),
+])
+def test_the_job_runs_the_waves_it_is_given(waves, selected):
+    assert [n for n in range(1, 7) if gates.wave_selected(n, waves)] == selected
+
+
+@pytest.mark.parametrize("bad", [[0], ["x"], ["-2"], [1.5], "a-"])
+def test_bad_wave_selections_are_one_line(bad):
+    with pytest.raises(PatchingError) as err:
+        gates.wave_selected(1, bad)
+    assert "cms_patching_waves must list wave numbers" in str(err.value)
+
+
+def test_held_entries_name_the_gate_and_the_wave():
+    assert gates.held_entry("i-1", "alarm", "web-5xx", 2) == {"instance_id": "i-1", "final_status": "not_patched", "reason": "alarm",
+                                                             "alarm_name": "web-5xx", "stop_wave": 2}
+    assert gates.held_entry("i-1", "stop", None, 3)["reason"] == "stopped_by_operator"
+    assert "alarm_name" not in gates.held_entry("i-1", "approval_timeout")
+
+
+def test_bake_rollback_entries():
+    restored = [{"instance_id": "i-1", "final_status": "rolled_back", "rollback": {"status": "succeeded"}},
+                {"instance_id": "i-2", "final_status": "failed", "reason": "rollback_failed", "rollback": {"status": "failed"}}]
+    entries = gates.bake_rollback_entries(restored, "web-5xx")
+    assert [(e["final_status"], e["reason"], e["alarm_name"]) for e in entries] == [("rolled_back", "alarm", "web-5xx"),
+                                                                                  ("failed", "rollback_failed", "web-5xx")]
+
+
+def test_the_approval_reason_a_failure_path_records():
+    ended = "2026-11-30T10:00:00Z"
+    at = datetime(2026, 11, 30, 14, 0, 0, tzinfo=timezone.utc)  # 4 h later
+    assert gates.approval_reason("approval_not_given", ended, 14400, now=at) == "approval_timeout"
+    assert gates.approval_reason("approval_not_given", ended, 14401, now=at) == "approval_denied"
+    assert gates.approval_reason("approval_not_given", None, 14400, now=at) == "approval_denied"
+    assert gates.approval_reason("approval_not_given", ended, 0, now=at) == "approval_denied"
+    assert gates.approval_reason("approval_timeout") == "approval_timeout"

@@ -39,7 +39,9 @@ PER_BATCH = {
 AGENT_CHECKS = 0
 POLLS = 2                       # ListCommands per command step (pre-check, patch) per wave: still running, then finished
 STEPS = 2                       # command steps per wave: pre-check and patch (restart/health only when configured)
-PER_WAVE = 1 + 1                # DescribeImages (backup gate, <= 200 ids) + CreateTags (one per final status; 1 when all pass)
+# DescribeImages (backup gate, <= 200 ids) + CreateTags (one per final status; 1 when all pass) + the stop switch's
+# GetParameter before the wave (DescribeAlarms per 100 alarms too when cms_patching_alarms is set; none in the bench).
+PER_WAVE = 1 + 1 + 1
 LOCK_BATCH = 10             # GetParameters and DeleteParameters take at most 10 names
 PER_RUN = 2                     # sts:GetCallerIdentity + iam:ListAccountAliases (aws_caller_info, once per invocation)
 BACKUP_PER_200 = 1 + 3 + 2 + 1  # DescribeImages (reuse lookup), DescribeImages polls, DescribeSnapshots, CreateTags verified
@@ -98,7 +100,7 @@ def full_run(n, sizes=None, platforms=2, agent_checks=AGENT_CHECKS):
         "ListCommands polls (2 per step per wave)": sum(
             POLLS * (math.ceil((math.ceil(w / SSM_BATCH) + platforms - 1) / SSM_BATCH) + math.ceil(math.ceil(w / SSM_BATCH) / SSM_BATCH))
             for w in sizes),
-        "per wave (gate DescribeImages, CreateTags)": PER_WAVE * len(sizes),
+        "per wave (gate DescribeImages, CreateTags, stop switch GetParameter)": PER_WAVE * len(sizes),
         "per run (caller identity)": PER_RUN,
         # The run lock (issue 9): SSM has no batched compare-and-set, so one PutParameter per instance; the backup play
         # reads the locks first (GetParameters per 10) and each wave releases its own (GetParameters + DeleteParameters per 10).

@@ -50,9 +50,12 @@ def main():
         reports = sorted((ROOT / "reports").glob("*/report.json"), key=lambda p: p.stat().st_mtime)
         if reports:
             latest = reports[-1].parent
-            summary = json.loads((latest / "report.json").read_text()).get("summary", {})
+            report = json.loads((latest / "report.json").read_text())
+            summary = report.get("summary", {})
             print(f"\nreport: {latest}/report.html (also report.json, report.csv)")
             print("summary:", ", ".join(f"{k}={v}" for k, v in summary.items() if v))
+            if report.get("headline"):
+                print("why:", report["headline"])  # one sentence: how the run ended and, if it stopped, why
         if rc == 2:
             # ansible-playbook's "some hosts failed": the demo fleet has instances that are meant to fail.
             print("some hosts failed, as the demo fleet intends (see the report for why)")

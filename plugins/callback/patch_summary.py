@@ -16,6 +16,8 @@ description:
     write the report after every phase and every wave.
   - After each patching wave (M(cms.patching.ssm_patch_wave)) it prints one line with how many instances passed and failed
     at each step, and how many ended in each final status, so the job output shows what each wave did.
+  - It also prints the report's one-sentence headline, which says how the run ended and, when it stopped, why (for example
+    which wave went over C(max_fail_percentage), or which alarm fired).
   - Enable it with C(callbacks_enabled = cms.patching.patch_summary) in C(ansible.cfg) (the collection's own C(ansible.cfg) does).
 requirements:
   - enable in configuration
@@ -25,7 +27,7 @@ from ansible.plugins.callback import CallbackBase
 
 REPORT_ACTIONS = ("cms.patching.run_report", "run_report")
 WAVE_ACTIONS = ("cms.patching.ssm_patch_wave", "ssm_patch_wave")
-ORDER = ("patched", "rolled_back", "failed", "backed_up", "discovered", "skipped")
+ORDER = ("patched", "rolled_back", "failed", "not_patched", "backed_up", "discovered", "skipped")
 
 
 class CallbackModule(CallbackBase):
@@ -47,14 +49,23 @@ class CallbackModule(CallbackBase):
     def v2_playbook_on_stats(self, stats):
         if not self._latest:
             return
-        summary = self._latest.get("summary") or {}
-        counts = ", ".join(f"{status}={summary[status]}" for status in ORDER if summary.get(status))
         self._display.banner("CMS.PATCHING SUMMARY")
-        self._display.display(f"instances: {summary.get('total', 0)} ({counts or 'none'})")
-        for kind in ("html", "json", "csv"):
-            path = (self._latest.get("paths") or {}).get(kind)
-            if path:
-                self._display.display(f"report {kind}: {path}")
+        for line in summary_lines(self._latest):
+            self._display.display(line)
+
+
+def summary_lines(result):
+    """The lines printed when the playbook ends, from the latest run_report result."""
+    summary = result.get("summary") or {}
+    counts = ", ".join(f"{status}={summary[status]}" for status in ORDER if summary.get(status))
+    lines = [f"instances: {summary.get('total', 0)} ({counts or 'none'})"]
+    if result.get("headline"):
+        lines.append(f"why: {result['headline']}")
+    for kind in ("html", "json", "csv"):
+        path = (result.get("paths") or {}).get(kind)
+        if path:
+            lines.append(f"report {kind}: {path}")
+    return lines
 
 
 def wave_line(summary):

@@ -36,7 +36,8 @@ options:
   instances:
     description:
       - Per-instance results to merge, each with C(instance_id) and any of C(name), C(account_id), C(region), C(platform),
-        C(discovery), C(backup), C(patch), C(services), C(validation), C(rollback), C(reason) and C(final_status).
+        C(discovery), C(backup), C(patch), C(services), C(validation), C(rollback), C(steps) (merged per step), C(reason),
+        C(alarm_name) and C(final_status) (C(not_patched) needs a C(reason)).
     type: list
     elements: dict
     default: []
@@ -54,8 +55,38 @@ options:
     description: The AWX/AAP job id, when there is one.
     type: str
   started_at:
-    description: ISO time the run started; kept from the first invocation of the run id.
+    description: ISO time this invocation started; the report keeps the first invocation's, and each wave record keeps its own.
     type: str
+  wave:
+    description:
+      - The record of one patching wave (an Ansible C(serial) batch), given by the patching role after the wave ran.
+      - The report computes the wave's number and size as Ansible cut the play, and whether Ansible ends the play after it
+        (more than O(wave.max_fail_percentage) of the batch failed, or every host of the batch failed, whatever
+        C(max_fail_percentage) says). When it does, every instance left without a patch result ends C(not_patched) with
+        the reason C(stopped_by_max_fail), since no later task runs to say so.
+    type: dict
+    suboptions:
+      batch_hosts:
+        description: C(ansible_play_batch), the hosts of this batch that run tasks.
+        type: list
+        elements: str
+        required: true
+      play_hosts:
+        description: C(ansible_play_hosts_all), every host of the play in play order (Ansible cuts the batches from them).
+        type: list
+        elements: str
+        required: true
+      instance_ids:
+        description: The instance ids of O(wave.batch_hosts).
+        type: list
+        elements: str
+        default: []
+      serial:
+        description: The play's C(serial) (a number, a percentage or a list of them).
+        type: raw
+      max_fail_percentage:
+        description: The play's C(max_fail_percentage); null means none.
+        type: int
 author:
   - cms.patching contributors (@cms-patching)
 """
@@ -86,7 +117,17 @@ summary:
   description: Counts of instances by final status, and the total.
   returned: always
   type: dict
-  sample: {"skipped": 2, "discovered": 0, "backed_up": 1, "patched": 20, "failed": 1, "rolled_back": 1, "total": 25}
+  sample: {"skipped": 2, "discovered": 0, "backed_up": 0, "not_patched": 1, "patched": 20, "failed": 1, "rolled_back": 1, "total": 25}
+stop:
+  description: Why the run's patching stopped before every instance was patched (C(reason), C(wave) and details), or null.
+  returned: when not in check mode
+  type: dict
+  sample: {"reason": "stopped_by_max_fail", "wave": 2, "of": 4, "failed": 1, "batch_size": 2, "max_fail_percentage": 10, "not_patched": 7}
+headline:
+  description: One sentence saying how the run ended and, when it stopped, why.
+  returned: when not in check mode
+  type: str
+  sample: "Stopped after wave 2 of 4: 1 of 2 hosts failed (50%), above max_fail_percentage 10%; 7 instances not patched (stopped_by_max_fail)."
 """
 
 import os
@@ -115,7 +156,7 @@ def record(module):
     if bad:
         module.fail_json(msg=f"instances[{bad[0]}] has no instance_id")
     try:
-        result = write_report(p["report_dir"], run, instances, p["phase"])
+        result = write_report(p["report_dir"], run, instances, p["phase"], p["wave"])
     except OSError as e:
         module.fail_json(msg=f"cannot write the report in {directory}: {e.strerror or e}")
     return dict(changed=True, **result)
@@ -133,6 +174,13 @@ def main():
             caller_arn=dict(type="str"),
             awx_job_id=dict(type="str"),
             started_at=dict(type="str"),
+            wave=dict(type="dict", options=dict(
+                batch_hosts=dict(type="list", elements="str", required=True),
+                play_hosts=dict(type="list", elements="str", required=True),
+                instance_ids=dict(type="list", elements="str", default=[]),
+                serial=dict(type="raw"),
+                max_fail_percentage=dict(type="int"),
+            )),
         ),
         supports_check_mode=True,
     )

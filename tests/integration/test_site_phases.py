@@ -145,11 +145,14 @@ def test_max_fail_percentage_stops_the_later_waves(sim, tmp_path):
     proc = run(sim, tmp_path, static_inventory(tmp_path, ordered), run_id,
                extra={"cms_patching_serial": [2], "cms_patching_max_fail_percentage": 10})
     assert proc.returncode == 2
-    _report, entries = read_report(tmp_path / "reports", run_id)
+    report, entries = read_report(tmp_path / "reports", run_id)
     first, rest = ordered[:2], ordered[2:]
     assert entries[first[0]["instance_id"]]["final_status"] == "patched"
     assert entries[first[1]["instance_id"]]["final_status"] == "rolled_back"
-    assert all(entries[i["instance_id"]]["final_status"] == "backed_up" for i in rest)
+    # Schema 2: the rest end not_patched with the reason the play stopped for (they were `backed_up` with no word why).
+    assert {(entries[i["instance_id"]]["final_status"], entries[i["instance_id"]]["reason"]) for i in rest} == {("not_patched", "stopped_by_max_fail")}
+    assert report["stop"] == {"reason": "stopped_by_max_fail", "wave": 1, "of": 3, "failed": 1, "batch_size": 2, "max_fail_percentage": 10,
+                              "whole_batch_failed": False, "not_patched": 4}
     assert len(patch_commands(sim, run_id)) == 1
 
 
@@ -198,6 +201,7 @@ def test_no_wave_starts_after_the_deadline(sim, tmp_path):
     proc = run(sim, tmp_path, inventory, run_id, extra={"cms_patching_not_after": "2020-01-01T00:00:00Z"})
     assert proc.returncode == 0, proc.stdout[-3000:]
     _report, entries = read_report(tmp_path / "reports", run_id)
-    assert {(e["final_status"], e.get("reason")) for e in entries.values()} == {("backed_up", "deadline_passed")}
+    # Schema 2: backed up and never patched in a run whose patching phase ran is not_patched (it was backed_up).
+    assert {(e["final_status"], e.get("reason")) for e in entries.values()} == {("not_patched", "deadline_passed")}
     assert not patch_commands(sim, run_id)
     assert len(entries) == len(instances)

@@ -9,13 +9,17 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PYTHONPATH := $(CURDIR)/tests/simulator
 export CMS_VENV := $(CURDIR)/$(VENV)
 
-.PHONY: setup demo test lint sanity pytest sim clean bench
+.PHONY: setup demo demo-gates test lint sanity pytest sim clean bench
 
 setup:
 	@scripts/setup.sh "$(PYTHON)" "$(VENV)"
 
 demo: setup
 	@$(BIN)/python scripts/demo.py --port $(SIM_PORT)
+
+# The gates: an alarm during the canary's bake (rollback), then the operator's stop switch between waves.
+demo-gates: setup
+	@$(BIN)/python scripts/demo_gates.py --port $(SIM_PORT)
 
 # Scale benchmark against the simulator (minutes; not part of `make test`). `make bench N=1000` measures one size only.
 bench: setup

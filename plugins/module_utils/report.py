@@ -105,9 +105,12 @@ def merge_report(report, run, instances, phase=None, wave=None, now=None):
     report = report or {"schema_version": SCHEMA_VERSION, "run_id": run["run_id"], "started_at": run.get("started_at") or now,
                         "phases": [], "instances": {}}
     report["schema_version"] = SCHEMA_VERSION
-    for key in ("caller_arn", "awx_job_id", "slice", "check_mode"):
+    for key in ("caller_arn", "awx_job_id", "slice"):
         if run.get(key) not in (None, ""):
             report[key] = run[key]
+    report.pop("check_mode", None)  # the latest invocation says: a dry run decides nothing, a real one after it does
+    if run.get("check_mode"):
+        report["check_mode"] = True
     if phase and phase not in report["phases"]:
         report["phases"].append(phase)
     table = report.setdefault("instances", {})

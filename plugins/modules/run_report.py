@@ -57,6 +57,12 @@ options:
   started_at:
     description: ISO time this invocation started; the report keeps the first invocation's, and each wave record keeps its own.
     type: str
+  dry_run:
+    description:
+      - The invocation is a dry run (C(ansible_check_mode)) although this call writes its report (C(check_mode=false)).
+        A dry run decides nothing, so no instance is made C(not_patched).
+    type: bool
+    default: false
   wave:
     description:
       - The record of one patching wave (an Ansible C(serial) batch), given by the patching role after the wave ran.
@@ -140,7 +146,7 @@ from ansible_collections.cms.patching.plugins.module_utils.report import entries
 def record(module):
     p = module.params
     run = {k: p[k] for k in ("run_id", "slice", "caller_arn", "awx_job_id", "started_at")}
-    run["check_mode"] = module.check_mode or None
+    run["check_mode"] = module.check_mode or p["dry_run"] or None
     try:
         directory = run_directory(p["report_dir"], p["run_id"], p["slice"])
     except ValueError as e:
@@ -174,6 +180,7 @@ def main():
             caller_arn=dict(type="str"),
             awx_job_id=dict(type="str"),
             started_at=dict(type="str"),
+            dry_run=dict(type="bool", default=False),
             wave=dict(type="dict", options=dict(
                 batch_hosts=dict(type="list", elements="str", required=True),
                 play_hosts=dict(type="list", elements="str", required=True),

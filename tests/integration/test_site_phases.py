@@ -101,9 +101,11 @@ def test_check_mode_is_a_dry_run_with_zero_mutating_calls(sim, tmp_path):
     stats = sim.stats()
     assert stats["mutating"] == {}, stats["mutating"]
     assert stats["calls"]["ec2:DescribeInstances"] >= 1
-    _report, entries = read_report(tmp_path / "reports", run_id)
+    report, entries = read_report(tmp_path / "reports", run_id)
     planned = [e for e in entries.values() if e["final_status"] != "skipped"]
     assert len(planned) == 3 and all(e["backup"]["status"] == "would_create" and e["patch"]["outcome"] == "would_run" for e in planned)
+    # A dry run decides nothing: what it would patch stays discovered (not not_patched), and the report says it was a dry run.
+    assert {e["final_status"] for e in planned} == {"discovered"} and report["check_mode"] is True and report["stop"] is None
     assert not images_of(sim, [i["instance_id"] for i in instances])
 
 

@@ -335,3 +335,10 @@ def test_agent_recovery_attempts_get_their_own_row_in_the_timeline():
     rows = [r for r in R.timeline_rows(rep) if r[1] == "agent recovery"]
     assert len(rows) == 1 and rows[0][5] == "wave 1 agent recovery: 1 attempt (reboot recovered)"
     assert 'class="step-bar step-recovery"' in R.render_html(rep)
+
+
+def test_a_real_run_after_a_dry_run_of_the_same_id_decides_again():
+    rep = R.merge_report(backup_phase(2), dict(RUN, check_mode=True), [], "patching", wave_arg([0], [0, 1], [1]), now=T0)
+    assert rep["check_mode"] is True and {e["final_status"] for e in rep["instances"].values()} == {"backed_up"}
+    rep = R.merge_report(rep, RUN, [wave_entry(0, "patched")], "patching", wave_arg([0], [0, 1], [1]), now=T0)
+    assert "check_mode" not in rep and by_id(rep)["1"]["final_status"] == "not_patched"

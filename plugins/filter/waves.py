@@ -55,10 +55,22 @@ def capacity_keys(host, discovery, asg_mode):
         "target_groups": [{k: tg.get(k) for k in TG_KEYS if tg.get(k) is not None} for tg in discovery.get("target_groups") or []],
         "asg_name": asg_name,
         "asg_mode": "standby" if mode == "standby" and asg_name else "in_place",
-        # Discovery read every tag: the wave needs no DescribeTags of its own to find what a killed run left out
-        # (None, without discovery's tags: the wave reads them).
-        "capacity_tags": None if discovery.get("tags") is None else {k: v for k, v in discovery["tags"].items() if k in T.CAPACITY_KEYS},
+        # Discovery read every tag: {} when it saw none of the capacity tags, so the wave reads nothing. When it saw some
+        # (a killed run's), or read no tags, None: the wave reads them afresh (they may be gone since, put back by the
+        # recovery before the first wave).
+        "capacity_tags": {} if discovery.get("tags") is not None and not left_out(discovery) else None,
     }
+
+
+def left_out(discovery):
+    """Whether discovery saw tags saying an earlier run left the instance out of service."""
+    return any((discovery.get("tags") or {}).get(k) for k in T.CAPACITY_KEYS)
+
+
+def left_out_hosts(hosts, hostvars):
+    """Hosts whose discovered tags say a run (killed since) drained them or put them in standby."""
+    hostvars = read_once(hostvars)
+    return [h for h in hosts if left_out(hostvars.get(h, {}).get("cms_patching_discovery") or {})]
 
 
 def deadline_passed(not_after, now=None):
@@ -108,6 +120,7 @@ class FilterModule:
     def filters(self):
         return {
             "wave_instances": wave_instances,
+            "left_out_hosts": left_out_hosts,
             "deadline_passed": deadline_passed,
             "reason_entries": reason_entries,
             "patched_in_run": patched_in_run,

@@ -33,7 +33,7 @@ from ansible_collections.cms.patching.plugins.module_utils.ssm.options import re
 from ansible_collections.cms.patching.plugins.module_utils.waves import PATCH_OK, by_id, needs_rollback, passed, wave_entries
 
 STEPS = ("recover", "gate", "precheck", "drain", "patch", "restart", "health", "register", "rollback", "reregister")
-MODES = ("patch", "restore")
+MODES = ("patch", "restore", "recover")
 DEFAULT_MAX_AGE_HOURS = 24  # mode=patch; mode=restore takes a backup of any age unless told otherwise
 COMMAND_STEPS = {"precheck": "precheck_commands", "restart": "restart_services", "health": "health_checks"}
 # What counts as passing each step (check mode's would_run / would_restore pass too: a dry run shows the plan).
@@ -242,6 +242,8 @@ class Partition:
     def run(self):
         if self.wave.mode == "restore":
             return self.run_restore_only()
+        if self.wave.mode == "recover":
+            return self.run_recover_only()
         self.run_recover()
         gate = self.step("gate", self.ids, self.run_gate)
         gated = [g["instance_id"] for g in gate]
@@ -267,6 +269,16 @@ class Partition:
         entries = self.entries()
         if self.wave.params["status_tags"] and not self.wave.check_mode:
             self.tag(entries)
+        return entries
+
+    def run_recover_only(self):
+        """mode=recover (the patching role, before its waves): only put back what earlier runs' tags say they left out."""
+        self.run_recover()
+        entries = []
+        for iid in self.ids:
+            recovered = by_id(self.results["recover"]).get(iid)
+            if recovered is not None:
+                entries.append({"instance_id": iid, "steps": self.step_record(iid), "capacity": self.capacity_section(iid)})
         return entries
 
     def run_restore_only(self):
@@ -499,10 +511,11 @@ def wave_result(wave, parts, entries):
     tag_errors = [e for p in parts for e in p.tag_errors]
     sent = any(r.get("command_id") for p in parts for step in ("patch", "restart", "rollback") for r in p.results[step])
     restored = any(r.get("task_id") for p in parts for r in p.results["rollback"])
+    recovered = any(r.get("registered") or r.get("exited_standby") for p in parts for r in p.results["recover"])
     would = wave.check_mode and any(r.get("outcome") == "would_run" or r.get("status") == "would_restore"
                                     for p in parts for step in ("patch", "rollback") for r in p.results[step])
     return dict(
-        changed=bool(sent or restored or would or (wave.mode == "patch" and not wave.check_mode and entries and wave.params["status_tags"])),
+        changed=bool(sent or restored or recovered or would or (wave.mode == "patch" and not wave.check_mode and entries and wave.params["status_tags"])),
         mode=wave.mode, run_id=wave.run_id, snapshot_id=wave.snapshot_id, wave_time=wave.wave_time,
         results=entries,
         outcomes={e["instance_id"]: dict({k: e.get(k) for k in ("final_status", "reason", "failed_step")}, error=first_error(e))
@@ -547,7 +560,7 @@ def no_success_message(result, check_mode, shown=5):
     2 failed/no_verified_backup (i-1, i-2), 1 rolled_back/health_check_failed (i-3); first error: ..."
     """
     entries = result["results"]
-    if not entries:
+    if not entries or result.get("mode") == "recover":  # a recovery succeeds or fails per instance, never as a wave
         return None
     if check_mode:
         if any((e.get("patch") or {}).get("outcome") == "would_run" or (e.get("rollback") or {}).get("status") == "would_restore"

@@ -28,6 +28,9 @@ description:
   - "O(mode=restore) (C(playbooks/rollback.yml)) only restores: every instance with a verified backup (of any age unless
     O(max_backup_age_hours) is set) gets its root volume replaced from its newest one; one without ends V(failed) with
     reason V(no_verified_backup). Nothing is patched or tagged."
+  - "O(mode=recover) only puts back in service what earlier runs left out, as the instances' capacity tags say (step
+    V(recover) alone); the results hold only the instances that had such tags. The patching role runs it before its
+    waves for every discovered host whose tags say so, in the plan or not."
   - "Serving capacity: an instance with target groups (O(instances[].target_groups), those not V(unused)) is taken out of
     them before its patch: C(DeregisterTargets) (one call per target group for all the wave's targets in it), then the
     wait until none of its targets is C(draining) (O(drain_timeout)); after its health checks, C(RegisterTargets) with
@@ -127,9 +130,11 @@ options:
           - When not given the module reads them (one C(DescribeInstances) per 200 instances).
         type: dict
   mode:
-    description: V(patch) runs the whole wave; V(restore) only restores every instance from its newest verified backup.
+    description:
+      - V(patch) runs the whole wave; V(restore) only restores every instance from its newest verified backup; V(recover)
+        only puts back in service what the instances' capacity tags say an earlier run left out.
     type: str
-    choices: [patch, restore]
+    choices: [patch, restore, recover]
     default: patch
   require_backup:
     description: Only patch instances with a verified backup. V(false) patches the others too, without rollback.
@@ -392,7 +397,7 @@ def main():
             asg_mode=dict(type="str", choices=["in_place", "standby"], default="in_place"),
             capacity_tags=dict(type="dict"),
         )),
-        mode=dict(type="str", choices=["patch", "restore"], default="patch"),
+        mode=dict(type="str", choices=["patch", "restore", "recover"], default="patch"),
         require_backup=dict(type="bool", default=True),
         max_backup_age_hours=dict(type="float"),
         rollback=dict(type="bool", default=True),

@@ -8,7 +8,7 @@ import pytest
 
 from ansible_collections.cms.patching.plugins.module_utils import tags as T
 from ansible_collections.cms.patching.plugins.module_utils.errors import PatchingError
-from ansible_collections.cms.patching.plugins.module_utils.wave_engine import AwsSteps, run_wave
+from ansible_collections.cms.patching.plugins.module_utils.wave_engine import AwsSteps, no_success_message, run_wave
 from ansible_collections.cms.patching.plugins.module_utils.waves import DRAIN_FAILURES, REGISTER_FAILURES
 
 from ansible_collections.cms.patching.tests.unit.fakes.capacity import Clients, client_error
@@ -316,3 +316,16 @@ def test_bad_capacity_input_is_one_line_before_any_call(aws):
     with pytest.raises(PatchingError, match="drain_timeout must be greater than 0"):
         wave(aws, [instance(0)], drain_timeout=0)
     assert aws.calls() == []
+
+
+def test_mode_recover_only_puts_back_and_reports_the_tagged(aws, lb):
+    instances, web, _api = lb
+    aws.elb.drop(web, [iid(2)])
+    aws.ec2.tags[iid(2)] = {T.DRAINED: "web:80"}
+    result, steps, by_id = wave(aws, [dict(i, capacity_tags=None) for i in instances], mode="recover")
+    assert list(by_id) == [iid(2)] and by_id[iid(2)]["capacity"]["recovered"]["registered"] == ["web"]
+    assert steps.log == [] and not aws.elb.count("DeregisterTargets")  # nothing patched, nothing drained
+    assert iid(2) in aws.elb.groups[web]["targets"] and result["changed"] is True
+    again, _steps, _by_id = wave(aws, [dict(i, capacity_tags=None) for i in instances], mode="recover")
+    assert again["results"] == [] and again["changed"] is False  # the tags are gone: nothing left to put back
+    assert no_success_message(again, False) is None

@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from ansible_collections.cms.patching.plugins.filter.waves import deadline_passed, patched_in_run, wave_instances
+from ansible_collections.cms.patching.plugins.filter.waves import deadline_passed, left_out_hosts, patched_in_run, wave_instances
 from ansible_collections.cms.patching.plugins.module_utils.waves import host_commands, needs_rollback, wave_entries
 
 IID = "i-0123456789abcdef0"
@@ -98,7 +98,11 @@ def test_wave_instances_pass_discovery_topology_and_the_asg_mode():
     a, b = wave_instances(["a", "b"], hostvars, {}, "standby")
     assert a["target_groups"] == [{k: v for k, v in tg.items() if v is not None}]
     assert (a["asg_name"], a["asg_mode"], b["asg_mode"]) == ("web-asg", "standby", "in_place")
-    assert a["capacity_tags"] == {"cms-patching:drained": "web:8080", "cms-patching:standby": "web-asg"}
+    # Discovery saw a killed run's tags: the wave reads them afresh (None); the other host's are known to be absent ({})
+    assert a["capacity_tags"] is None
+    clean = dict(discovery, tags={"Name": "w1"})
+    assert wave_instances(["c"], {"c": {"instance_id": IID, "cms_patching_discovery": clean}}, {})[0]["capacity_tags"] == {}
+    assert left_out_hosts(["a", "b", "c", "d"], dict(hostvars, c={"cms_patching_discovery": clean}, d={})) == ["a", "b"]
     assert wave_instances(["a"], hostvars, {}, "in_place")[0]["asg_mode"] == "in_place"
     assert wave_instances(["a"], hostvars, {})[0]["asg_mode"] == "in_place"  # skip (default): discovery left only non-members
 

@@ -448,14 +448,14 @@ def timeline_rows(report):
             spans = [(parse_time(x.get("started_at")), parse_time(x.get("ended_at"))) for x in spans if x.get("started_at")]
             spans = [(a, b or a) for a, b in spans if a]
             if spans:
-                rows.append(("step", name, min(a for a, _ in spans), max(b for _, b in spans), f"step-bar step-{name}",
+                rows.append(("step", name, min(s[0] for s in spans), max(s[1] for s in spans), f"step-bar step-{name}",
                              f"wave {record['number']} {name}: {_count(len(spans), 'instance')}"))
         # Agent recovery attempts inside the patch command (patch.recovery: reboot, stop_start), each with its times.
         tries = [t for e in members for t in ((e.get("patch") or {}).get("recovery") or []) if t.get("started_at")]
         spans = [(parse_time(t["started_at"]), parse_time(t.get("ended_at") or t["started_at"])) for t in tries]
         spans = [(a, b or a) for a, b in spans if a]
         if spans:
-            rows.append(("step", "agent recovery", min(a for a, _ in spans), max(b for _, b in spans), "step-bar step-recovery",
+            rows.append(("step", "agent recovery", min(s[0] for s in spans), max(s[1] for s in spans), "step-bar step-recovery",
                          f"wave {record['number']} agent recovery: {_count(len(spans), 'attempt')} "
                          f"({', '.join(sorted({str(t.get('action')) + ' ' + str(t.get('result')) for t in tries}))})"))
     if stop.get("reason") and rows:

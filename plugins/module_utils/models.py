@@ -26,6 +26,11 @@ class Instance:
     patch_state: Dict[str, object] = field(default_factory=dict)
     eligible: bool = False
     reasons: List[str] = field(default_factory=list)
+    # Topology (module_utils/topology.py): what serves traffic, for the wave plan and the drain steps.
+    zone: Optional[str] = None
+    target_groups: List[Dict[str, object]] = field(default_factory=list)
+    asg_name: Optional[str] = None
+    asg: Optional[Dict[str, object]] = None
 
     def to_dict(self):
         return asdict(self)

@@ -3,13 +3,15 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Discovery: find instances and decide, for each one, whether it can be patched and why not.
 
-Cost for N instances: ceil(N/1000) DescribeInstances pages + 2 * ceil(N/50) SSM calls, through the shared readers.
+Cost for N instances: ceil(N/1000) DescribeInstances pages + 2 * ceil(N/50) SSM calls, through the shared readers,
+plus the topology reads per account and region (module_utils/topology.py) when ELBv2 and Auto Scaling clients are given.
 """
 
 from __future__ import annotations
 
 from ansible_collections.cms.patching.plugins.module_utils import readers as R
 from ansible_collections.cms.patching.plugins.module_utils import tags as T
+from ansible_collections.cms.patching.plugins.module_utils import topology as TOPO
 from ansible_collections.cms.patching.plugins.module_utils.errors import PatchingError
 from ansible_collections.cms.patching.plugins.module_utils.models import Instance
 
@@ -29,8 +31,9 @@ def ec2_filter_list(filters):
     return result
 
 
-def build_instance(record, region, agent=None, patch_state=None):
-    """An Instance from the readers' instance record, agent record and patch-state record."""
+def build_instance(record, region, agent=None, patch_state=None, placement=None):
+    """An Instance from the readers' instance record, agent record, patch-state record and topology entry."""
+    placement = placement or {}
     return Instance(
         instance_id=record["instance_id"],
         region=region,
@@ -45,11 +48,19 @@ def build_instance(record, region, agent=None, patch_state=None):
         tags=record["tags"],
         ssm=R.agent_facts(agent),
         patch_state=patch_state or {},
+        zone=placement.get("zone", record.get("availability_zone")),
+        target_groups=placement.get("target_groups") or [],
+        asg_name=placement.get("asg_name", record["tags"].get(T.ASG_KEY)),
+        asg=placement.get("asg"),
     )
 
 
-def ineligibility_reasons(instance, exclude_tags, allow_asg_members=False, managed=True, patch_groups=None):
-    """Every reason code that stops this instance from being patched, in fixing order."""
+def ineligibility_reasons(instance, exclude_tags, allow_asg_members=False, managed=True, patch_groups=None, asg_mode="skip"):
+    """Every reason code that stops this instance from being patched, in fixing order.
+
+    Auto Scaling members are skipped (asg_member) only with asg_mode skip; allow_asg_members (deprecated) is in_place.
+    """
+    allow_asg_members = allow_asg_members or asg_mode in ("in_place", "standby")
     reasons = []
     if instance.state != "running":
         reasons.append("not_running")
@@ -72,11 +83,20 @@ def ineligibility_reasons(instance, exclude_tags, allow_asg_members=False, manag
 
 
 def scan(ec2, ssm, region, instance_ids=None, filters=None, patch_groups=None, exclude_tags=None,
-         allow_asg_members=False, include_patch_state=True, page_size=1000):
-    """Discover and classify instances; raises PatchingError for ids that do not exist in the region.
+         allow_asg_members=False, include_patch_state=True, page_size=1000, **topology):
+    """Discover and classify instances (discover() without the topology summary)."""
+    return discover(ec2, ssm, region, instance_ids, filters, patch_groups, exclude_tags, allow_asg_members,
+                    include_patch_state, page_size, **topology)[0]
+
+
+def discover(ec2, ssm, region, instance_ids=None, filters=None, patch_groups=None, exclude_tags=None,
+             allow_asg_members=False, include_patch_state=True, page_size=1000, elbv2=None, autoscaling=None, asg_mode="skip"):
+    """(instances, topology summary); raises PatchingError for ids that do not exist in the region.
 
     An instance outside `patch_groups` is kept, ineligible with reason not_in_patch_group (the rule the discovery
-    role and the report use), so a scan never hides an instance it was asked about.
+    role and the report use), so a scan never hides an instance it was asked about. With `elbv2` and `autoscaling`
+    clients every instance also gets its zone, target groups and Auto Scaling group (module_utils/topology.py), read
+    before anything else can fail half-way: a missing Describe permission fails the scan as a whole.
     """
     records = R.read_instances(ec2, instance_ids or None, ec2_filter_list(filters), page_size)
     if instance_ids:
@@ -87,6 +107,11 @@ def scan(ec2, ssm, region, instance_ids=None, filters=None, patch_groups=None, e
         # Terminated instances linger in DescribeInstances for an hour; they are not part of the fleet.
         records = [r for r in records if r["state"] != "terminated"]
 
+    if elbv2 is not None and autoscaling is not None and records:
+        placements, summary = TOPO.read_topology(elbv2, autoscaling, records)
+    else:
+        placements, summary = TOPO.zone_only(records), {"target_groups": {}, "auto_scaling_groups": {}}
+
     running = [r["instance_id"] for r in records if r["state"] == "running"]
     agents = R.read_agents(ssm, running) if running else {}
     managed_ids = [i for i in running if i in agents]
@@ -95,13 +120,13 @@ def scan(ec2, ssm, region, instance_ids=None, filters=None, patch_groups=None, e
     instances = []
     for record in records:
         iid = record["instance_id"]
-        instance = build_instance(record, region, agents.get(iid), states.get(iid))
+        instance = build_instance(record, region, agents.get(iid), states.get(iid), placements.get(iid))
         instance.reasons = ineligibility_reasons(instance, exclude_tags, allow_asg_members, managed=iid in agents,
-                                                 patch_groups=patch_groups)
+                                                 patch_groups=patch_groups, asg_mode=asg_mode)
         instance.eligible = not instance.reasons
         instances.append(instance)
     instances.sort(key=lambda i: i.instance_id)
-    return instances
+    return instances, summary
 
 
 def scan_summary(instances):

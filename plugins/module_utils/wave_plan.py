@@ -189,12 +189,13 @@ def fill_waves(candidates, rooms, strategy, sizes, first_index, canary):
 
 
 def pinned_waves(candidates, previous, rooms):
-    """A plan read back from the instances' tags, kept where it still fits today's rooms; the rest is released."""
+    """A plan read back from the instances' tags, kept (with its wave numbers) where it still fits today's rooms; the
+    rest is released. Returns (waves, their numbers, released candidates)."""
     by_wave = {}
     for c in candidates:
         if c["id"] in previous:
             by_wave.setdefault(previous[c["id"]], []).append(c)
-    waves, released = [], []
+    waves, numbers, released = [], [], []
     for number in sorted(by_wave):
         wave, used = [], {}
         for c in by_wave[number]:
@@ -205,7 +206,8 @@ def pinned_waves(candidates, previous, rooms):
                 released.append(c)
         if wave:
             waves.append(wave)
-    return waves, released
+            numbers.append(number)
+    return waves, numbers, released
 
 
 def plan_waves(candidates, rooms, reasons=None, min_healthy_percent=50, strategy="spread", serial=DEFAULT_SERIAL,
@@ -214,7 +216,8 @@ def plan_waves(candidates, rooms, reasons=None, min_healthy_percent=50, strategy
 
     rooms: {key: units one wave may take out}; reasons: {key: reason when an instance cannot fit} (capacity_budget by
     default, asg_min_size for standby rooms); previous: {id: wave number} of this run's plan read back from tags.
-    Returns {"waves": [[id, ...], ...], "skipped": {id: reason}}.
+    Returns {"waves": [[id, ...], ...], "numbers": [wave number of each], "skipped": {id: reason}}: numbers are 1, 2, ...
+    for a new plan; a plan read back keeps its numbers (a --limit may leave gaps) and new waves come after it.
 
     Wave 1 is the canary, one instance, when the first serial size is 1 (the default); the later waves follow the
     strategy, each at most its serial size. Instances that fit in no wave are skipped with their reason; with
@@ -232,11 +235,12 @@ def plan_waves(candidates, rooms, reasons=None, min_healthy_percent=50, strategy
         else:
             placeable.append(c)
 
-    waves, released = pinned_waves(placeable, previous, rooms)
+    waves, numbers, released = pinned_waves(placeable, previous, rooms)
     fresh = [c for c in placeable if c["id"] not in previous] + released
     fresh_ids = {c["id"] for c in fresh}
     fresh = [c for c in placeable if c["id"] in fresh_ids]  # back in play order
-    waves += fill_waves(fresh, rooms, strategy, sizes, len(waves), canary=not waves and bound(sizes, 0) == 1)
+    last = max(numbers) if numbers else 0
+    waves += fill_waves(fresh, rooms, strategy, sizes, last, canary=not waves and bound(sizes, 0) == 1)
 
     skipped = {}
     tail = []
@@ -246,7 +250,8 @@ def plan_waves(candidates, rooms, reasons=None, min_healthy_percent=50, strategy
             tail.append([c])
         elif reason:
             skipped[c["id"]] = reason
-    return {"waves": [[c["id"] for c in wave] for wave in waves + tail], "skipped": skipped}
+    numbers += list(range(last + 1, last + 1 + len(waves) + len(tail) - len(numbers)))
+    return {"waves": [[c["id"] for c in wave] for wave in waves + tail], "numbers": numbers, "skipped": skipped}
 
 
 # --- inputs from discovery ---------------------------------------------------------------------------------------

@@ -44,6 +44,8 @@ STEPS = 2                       # command steps per wave: pre-check and patch (r
 PER_WAVE = 1 + 1 + 1
 LOCK_BATCH = 10             # GetParameters and DeleteParameters take at most 10 names
 PER_RUN = 2                     # sts:GetCallerIdentity + iam:ListAccountAliases (aws_caller_info, once per invocation)
+TOPOLOGY_PER_REGION = 1         # DescribeTargetGroups when the region has no target group (else topology())
+ELB_PAGE = 400                  # DescribeTargetGroups / DescribeLoadBalancers PageSize maximum
 BACKUP_PER_200 = 1 + 3 + 2 + 1  # DescribeImages (reuse lookup), DescribeImages polls, DescribeSnapshots, CreateTags verified
 
 
@@ -83,8 +85,16 @@ def ssm_batches(sizes):
     return sum(math.ceil(w / SSM_BATCH) for w in sizes)
 
 
-def full_run(n, sizes=None, platforms=2, agent_checks=AGENT_CHECKS):
-    """Upper bound of the API calls of one full playbooks/patch.yml over n healthy instances, by term."""
+def topology(target_groups=0, load_balancers=0):
+    """Discovery's topology reads of one account and region holding target_groups target groups (type instance) and
+    load_balancers load balancers, none of them serving the scanned instances (module_utils/topology.py)."""
+    pages = max(1, math.ceil(target_groups / ELB_PAGE))
+    return pages + (max(1, math.ceil(load_balancers / ELB_PAGE)) if load_balancers else 0) + target_groups
+
+
+def full_run(n, sizes=None, platforms=2, agent_checks=AGENT_CHECKS, target_groups=0, load_balancers=0):
+    """Upper bound of the API calls of one full playbooks/patch.yml over n healthy instances, by term (target_groups
+    and load_balancers: those of the region, for discovery's topology reads)."""
     sizes = sizes or waves(n)
     batches = ssm_batches(sizes)
     terms = {
@@ -92,6 +102,12 @@ def full_run(n, sizes=None, platforms=2, agent_checks=AGENT_CHECKS):
         "CreateImage, one per instance": n,
         "inventory (DescribeInstances pages + DII per 50)": math.ceil(n / PAGE) + math.ceil(n / SSM_BATCH),
         "discovery (DescribeInstances pages + DII + DIPS per 50)": math.ceil(n / PAGE) + 2 * math.ceil(n / SSM_BATCH),
+        # Issue 17: the topology per account and region (module_utils/topology.py): the bench fleet is behind no load
+        # balancer and in no Auto Scaling group, but discovery reads every target group of the region all the same.
+        "discovery topology (DescribeTargetGroups pages, DescribeLoadBalancers pages, DescribeTargetHealth per group)":
+            topology(target_groups, load_balancers),
+        # The wave plan written to the instances' tag cms-patching:wave: one CreateTags per wave (and account/region).
+        "wave plan tags (CreateTags per wave)": len(sizes),
         "backup (per 200 images)": BACKUP_PER_200 * math.ceil(n / EC2_BATCH),
         # Pre-checks go out per platform (different documents), so a wave may hold one more pre-check batch per platform.
         "pre-checks per SSM batch": PER_BATCH["precheck"] * (batches + (platforms - 1) * len(sizes)),
@@ -116,6 +132,6 @@ def linear_form(platforms=2, agent_checks=AGENT_CHECKS):
     # ListCommands pages per poll: ceil(commands/50), with commands <= w/50 + platforms (pre-check) and <= w/50 + 1 (patch).
     polls_a, polls_b = POLLS * STEPS / SSM_BATCH ** 2, POLLS * (STEPS + (platforms + 1) / SSM_BATCH)
     a = 1 + 3 / SSM_BATCH + 2 / PAGE + BACKUP_PER_200 / EC2_BATCH + per_batch / SSM_BATCH + polls_a + 1 + 3 / LOCK_BATCH
-    b = per_batch + PER_BATCH["precheck"] * (platforms - 1) + polls_b + PER_WAVE + 2
-    c = 3 + 2 + BACKUP_PER_200 + PER_RUN + 1
+    b = per_batch + PER_BATCH["precheck"] * (platforms - 1) + polls_b + PER_WAVE + 2 + 1  # + the wave plan's tag
+    c = 3 + 2 + BACKUP_PER_200 + PER_RUN + 1 + TOPOLOGY_PER_REGION
     return round(a, 4), b, c

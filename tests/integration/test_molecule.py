@@ -96,9 +96,13 @@ def test_scenarios_use_the_checkout_offline():
 
 def test_discovery_scenario(sim, tmp_path):
     instances, run_id, _output = run_scenario(sim, tmp_path, "discovery", [HEALTHY, OFFLINE, UNMANAGED, EXCLUDED, ASG])
-    # Read-only: converge and verify together made no change in AWS.
+    # Converge and verify together changed nothing in AWS but the wave plan's tag (cms-patching:wave) on the
+    # eligible instances: one CreateTags per wave.
     stats = sim.stats()
-    assert stats["mutating"] == {}, stats["mutating"]
+    assert set(stats["mutating"]) <= {"ec2:CreateTags"}, stats["mutating"]
+    wave_tags = {i: t.get("cms-patching:wave") for i, t in tags_of(sim, [i["instance_id"] for i in instances]).items()}
+    assert {i for i, w in wave_tags.items() if w} == set(eligible_ids(instances))
+    assert all(w.startswith(run_id + "/") for w in wave_tags.values() if w)
     _report, entries = read_report(tmp_path / "reports", run_id)
     assert len(entries) == len(instances)
     for instance in instances:

@@ -210,4 +210,13 @@ def test_wave_tags_belong_to_one_run():
 
 
 def test_empty_fleet_has_an_empty_plan():
-    assert P.plan_waves([], {}) == {"waves": [], "skipped": {}}
+    assert P.plan_waves([], {}) == {"waves": [], "numbers": [], "skipped": {}}
+
+
+def test_a_limited_read_back_keeps_the_wave_numbers_and_new_waves_come_after():
+    candidates = fleet("a", 4)
+    previous = {"i-a00": 1, "i-a01": 3, "i-a02": 3}  # a --limit left wave 2 out; i-a03 is new
+    plan = P.plan_waves(candidates, {}, previous=previous, serial=[1, 5])
+    assert plan["waves"] == [["i-a00"], ["i-a01", "i-a02"], ["i-a03"]] and plan["numbers"] == [1, 3, 4]
+    fresh = P.plan_waves(candidates, {}, serial=[1, 5])
+    assert fresh["numbers"] == [1, 2]

@@ -11,6 +11,7 @@ import re
 import shutil
 import struct
 import subprocess
+import sys
 import time
 import uuid
 import zlib
@@ -19,6 +20,8 @@ from html.parser import HTMLParser
 import pytest
 
 from helpers import FAST, FAST_VARS, read_report, run_playbook, write_fleet_inventory
+
+from ansible_collections.cms.patching.plugins.module_utils.report import batch_position, max_fail_stops, serial_sizes
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 STATUSES = ("skipped", "discovered", "backed_up", "not_patched", "patched", "failed", "rolled_back")
@@ -210,3 +213,61 @@ def test_the_html_report_renders_in_headless_chromium(stopped_run, browser, tmp_
     width, height, pixels = png_pixels(shot)
     assert (width, height) == (1280, 1600)
     assert len(set(pixels)) > 16  # not a blank page: text, cards and coloured bars
+
+
+# ---------------------------------------------------------------- what the report assumes of Ansible
+
+PROBE = """
+- hosts: all
+  gather_facts: false
+  connection: local
+  serial: {serial}
+  max_fail_percentage: {pct}
+  tasks:
+    - name: Batch
+      ansible.builtin.debug:
+        msg: "BATCH {{{{ ansible_play_batch | join(',') }}}}"
+      run_once: true
+    - name: Fail the bad hosts
+      ansible.builtin.fail:
+        msg: bad
+      when: inventory_hostname in {bad}
+- hosts: localhost
+  gather_facts: false
+  connection: local
+  tasks:
+    - name: Later play
+      ansible.builtin.debug:
+        msg: LATER PLAY RAN
+"""
+
+
+@pytest.mark.parametrize("serial,pct,bad", [
+    ([1, 2, 3], 10, ["h2"]),      # 1 of 2 failed: 50 % > 10 %
+    ([1, 2, 3], 100, ["h1"]),     # the canary failed: the whole batch, whatever max_fail_percentage says
+    ([1, 2, 3], 40, ["h4"]),      # 1 of 3 is not above 40 %: the play goes on
+    ([2, 4], 50, ["h1"]),         # 1 of 2 is not above 50 %
+    ([2, 4], 50, ["h1", "h2"]),   # the whole batch
+])
+def test_ansible_stops_the_play_and_every_later_play_where_the_report_says(tmp_path, serial, pct, bad):
+    """The report decides a max_fail stop at the stopping wave's own write because Ansible runs nothing after it, not even
+    a later play that would finalise the report; and its rule (report.max_fail_stops) is Ansible's."""
+    hosts = [f"h{n}" for n in range(1, 7)]
+    (tmp_path / "hosts.ini").write_text("\n".join(hosts) + "\n")
+    (tmp_path / "probe.yml").write_text(PROBE.format(serial=serial, pct=pct, bad=bad))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(tmp_path / "none.cfg"))
+    (tmp_path / "none.cfg").write_text("[defaults]\nretry_files_enabled = false\nstdout_callback = default\n")
+    proc = run_playbook(str(tmp_path / "probe.yml"), env, inventory=tmp_path / "hosts.ini",
+                        extra_vars={"ansible_python_interpreter": sys.executable})
+    ran = [line.split("BATCH ", 1)[1].split('"')[0].split(",") for line in proc.stdout.splitlines() if '"msg": "BATCH ' in line]
+    assert ran and proc.returncode == (2 if bad else 0), proc.stdout[-2000:] + proc.stderr[-2000:]
+    expected, stopped = [], False
+    for batch in ran:
+        size = batch_position(hosts, serial, batch)[1]
+        expected.append(batch)
+        stopped = max_fail_stops(len(set(batch) & set(bad)), size, pct)
+        if stopped:
+            break
+    assert ran == expected  # no batch ran after the one the report says stops the play
+    assert ("LATER PLAY RAN" in proc.stdout) is (not stopped), proc.stdout[-2000:]
+    assert stopped is (len(ran) < len(serial_sizes(serial, len(hosts)))), ran

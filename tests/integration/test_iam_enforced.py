@@ -18,7 +18,7 @@ import pytest
 
 from awssim import iam
 from helpers import FAST, FAST_VARS, ROOT, read_report, run_module, run_playbook, write_fleet_inventory
-from integration.test_security import AWS_SIDE_ONLY, OTHER_ACCOUNT, POLICY
+from integration.test_security import AWS_SIDE_ONLY, OTHER_ACCOUNT, POLICY, encrypted_volume
 
 FLEET = [
     {"count": 2, "name_prefix": "ok"},
@@ -26,9 +26,10 @@ FLEET = [
     {"count": 1, "name_prefix": "amifail", "faults": ["ami-fail"]},
     {"count": 1, "name_prefix": "snaperr", "faults": ["snapshot-error"]},
     {"count": 1, "name_prefix": "other", "account_id": OTHER_ACCOUNT, "region": "eu-west-1"},
+    {"count": 1, "name_prefix": "stuck", "faults": ["agent-stuck"]},  # agent recovery: RebootInstances
 ]
 EXPECTED = {"ok-001": "patched", "ok-002": "patched", "patchfail-001": "rolled_back", "amifail-001": "failed",
-            "snaperr-001": "failed", "other-001": "patched"}
+            "snaperr-001": "failed", "other-001": "patched", "stuck-001": "patched"}
 
 
 def enforced_policy(bucket):
@@ -49,6 +50,7 @@ def site(sim_url, workdir, enforce):
     instances = seeder.seed({"region": "us-east-1", "tags": {"cms-test": tag}, "groups": FLEET})
     bucket = f"cms-reports-{tag}"
     seeder.client("s3").create_bucket(Bucket=bucket)
+    encrypted_volume(seeder, next(i["instance_id"] for i in instances if i["name"] == "ok-002"), tag)  # pre-flight: kms:DescribeKey
     sim.configure(**FAST)
     policy = enforced_policy(bucket)
     if enforce:

@@ -123,7 +123,10 @@ def test_backup_scenario(sim, tmp_path):
         assert tags["cms-patching:verified"] == "true" and tags["cms-patching:run-id"] == run_id
     calls = sim.stats()["calls"]
     assert calls["ec2:CreateImage"] == len(eligible)
-    assert "ssm:SendCommand" not in calls
+    # The only command is the pre-flight free-space check (one per platform per account and region): nothing patched.
+    assert calls["ssm:SendCommand"] == 1
+    comments = [c["Comment"] for c in sim.client("ssm").list_commands()["Commands"] if run_id in c.get("Comment", "")]
+    assert len(comments) == 1 and comments[0].split()[2] == "preflight", comments
 
 
 def test_patching_scenario(sim, tmp_path):

@@ -26,6 +26,16 @@ from awssim import iam
 from helpers import ROOT, run_module, run_playbook
 
 POLICY = ROOT / "docs" / "iam-policy.json"
+
+
+def encrypted_volume(seeder, instance_id, tag):
+    """A volume encrypted with a customer-managed KMS key, attached to the instance (pre-flight reads the key)."""
+    ec2 = seeder.client("ec2")
+    key = seeder.client("kms").create_key(Description=tag)["KeyMetadata"]["Arn"]
+    zone = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]["Placement"]["AvailabilityZone"]
+    volume = ec2.create_volume(AvailabilityZone=zone, Size=8, Encrypted=True, KmsKeyId=key)["VolumeId"]
+    ec2.attach_volume(VolumeId=volume, InstanceId=instance_id, Device="/dev/sdf")
+
 # Simulator accounting names -> the IAM action that authorises them (where they differ).
 IAM_ACTION = {
     "s3:ListBuckets": "s3:ListAllMyBuckets",
@@ -74,13 +84,18 @@ def surface(sim_url, tmp_path_factory):
         {"count": 1, "name_prefix": "amifail", "faults": ["ami-fail"]},
         {"count": 1, "name_prefix": "snapfail", "faults": ["snapshot-error"]},
         {"count": 1, "name_prefix": "other", "account_id": OTHER_ACCOUNT, "region": "eu-west-1"},
+        {"count": 1, "name_prefix": "dead", "faults": ["agent-dead"]},  # agent recovery: reboot, then stop and start
     ]})
     bucket = f"cms-reports-{marker}"
     seeder.client("s3").create_bucket(Bucket=bucket)
+    # Pre-flight reads the key of an encrypted volume (kms:DescribeKey).
+    encrypted_volume(seeder, next(i["instance_id"] for i in instances if i["name"] == "web-002"), tag)
     # The whole surface runs under the policy, enforced by the simulator (tests/integration/test_iam_enforced.py has the
     # comparison with an unenforced run and the necessity of each statement).
     policy = json.loads(POLICY.read_text().replace("REPORT-BUCKET", bucket))
-    sim.configure(iam_policy=policy)
+    # Agents ping every 0.5 s (AWS: every few minutes), so the short patching_agent_online_timeout below finds only the
+    # agent-dead instance silent.
+    sim.configure(iam_policy=policy, ping_interval_s=0.5)
     inventory = work / "fleet.aws_ec2.yml"
     inventory.write_text(yaml.safe_dump({
         "plugin": "cms.patching.ec2_fleet", "regions": ["us-east-1", "eu-west-1"], "filters": {"tag:cms-test": tag},
@@ -89,7 +104,8 @@ def surface(sim_url, tmp_path_factory):
     reports = work / "reports"
     common = {"cms_patching_report_dir": str(reports), "cms_patching_serial": [1, "50%"], "cms_patching_max_fail_percentage": 100,
               "patching_poll_interval": 0.2, "backup_poll_interval": 0.2, "cms_patching_report_s3_bucket": bucket,
-              "patching_health_checks": ["echo healthy"]}
+              "patching_health_checks": ["echo healthy"], "patching_agent_recovery": ["reboot", "stop_start"],
+              "patching_agent_online_timeout": 4, "patching_agent_check_interval": 0.5}
     outputs = []
 
     def play(playbook, run_id, **kwargs):

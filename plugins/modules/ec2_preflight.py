@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: ec2_preflight
 short_description: Pre-flight checks of instances and their account before any pre-patch image is made
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - For the instances of one account and region, checks what must hold before the backup phase makes an image of them.
     The backup role runs it before C(ami_backup_verify), once per account and region.

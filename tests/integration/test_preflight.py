@@ -86,7 +86,7 @@ def test_an_exhausted_ami_quota_is_one_line_for_the_account(sim):
     assert result["account"]["quotas"]["snapshots"]["used"] == 1 and result["account"]["quotas"]["snapshots"]["planned"] == 3
     assert run_module("ec2_preflight", dict(instance_ids=ids[:2], role_arn=role, checks=["quota"], region="us-east-1"), sim.env)["rc"] == 0
     unchecked = run_module("ec2_preflight", dict(instance_ids=ids, role_arn=role, checks=["quota"], region="us-east-1",
-                                                  fail_on_quota=False), sim.env)
+                                                 fail_on_quota=False), sim.env)
     assert unchecked["rc"] == 0 and unchecked["account"]["error"].startswith("preflight_quota:")
 
 

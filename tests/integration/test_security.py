@@ -36,6 +36,7 @@ def encrypted_volume(seeder, instance_id, tag):
     volume = ec2.create_volume(AvailabilityZone=zone, Size=8, Encrypted=True, KmsKeyId=key)["VolumeId"]
     ec2.attach_volume(VolumeId=volume, InstanceId=instance_id, Device="/dev/sdf")
 
+
 # Simulator accounting names -> the IAM action that authorises them (where they differ).
 IAM_ACTION = {
     "s3:ListBuckets": "s3:ListAllMyBuckets",

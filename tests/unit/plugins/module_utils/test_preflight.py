@@ -47,7 +47,7 @@ def test_judge_failures_warnings_and_the_report_entry():
     ok = judge("i-1", ["disk", "agent_version", "kms"], AGENT, "2.0.834.0", {"outcome": "success"}, [], {})
     assert ok["passed"] and ok["reason"] is None and ok["warnings"] == []
     assert report_entry(ok) == {"instance_id": "i-1", "preflight": {"passed": True, "failures": [], "error": None, "warnings": [],
-                                                                     "agent_version": "3.3.987.0"}}
+                                                                    "agent_version": "3.3.987.0"}}
     both = judge("i-2", ["disk", "agent_version"], dict(AGENT, agent_version="2.0.600.0"), "2.0.834.0",
                  {"outcome": "failed", "output_excerpt": "only 12 MB free on /, need 1024"}, None, {})
     assert both["failures"] == ["preflight_agent_version", "preflight_disk"] and both["reason"] == "preflight_agent_version"

@@ -1,0 +1,240 @@
+"""The gates of issue 18 end to end: CloudWatch alarms before a wave and during its bake, the operator's stop switch,
+a missing alarm refused at settings, check mode. Every run ends with a report in which every instance of the fleet
+has a final_status and a reason.
+
+Timing is by events, never by the clock: a watcher thread sets an alarm (or the stop switch) once the simulator has
+served the run's first patch command (SendCommand of AWS-RunPatchBaseline), so the wave in flight is wave 1 and the
+next read of the gates is its bake (or wave 2's gate).
+"""
+
+import threading
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from helpers import FAST, FAST_VARS, read_report, recap, run_playbook, write_fleet_inventory
+
+
+def alarm(sim, state="OK"):
+    name = f"gate-{uuid.uuid4().hex[:8]}"
+    cw = sim.client("cloudwatch")
+    cw.put_metric_alarm(AlarmName=name, MetricName="5xx", Namespace="App", Statistic="Sum", Period=60, EvaluationPeriods=1,
+                        Threshold=1, ComparisonOperator="GreaterThanThreshold")
+    cw.set_alarm_state(AlarmName=name, StateValue=state, StateReason="test baseline")
+    return name
+
+
+class AfterFirstPatch(threading.Thread):
+    """Runs action() once the run has sent its first patch command (the simulator's per-key call counts): wave 1 sends
+    its pre-check, then its patch command. stop() ends the watch (a run that never patched)."""
+
+    def __init__(self, sim, action):
+        super().__init__(daemon=True)
+        self.sim, self.action, self.done, self.fired = sim, action, threading.Event(), False
+
+    def run(self):
+        while not self.done.is_set():
+            if self.sim.stats()["calls"].get("ssm:SendCommand", 0) >= 2:
+                self.action()
+                self.fired = True
+                return
+            self.done.wait(0.05)
+
+    def stop(self):
+        self.done.set()
+        self.join(timeout=10)
+        return self.fired
+
+
+def after_first_patch(sim, action):
+    watcher = AfterFirstPatch(sim, action)
+    watcher.start()
+    return watcher
+
+
+def night(sim, tmp_path, count, extra, check=False):
+    tag = f"gates-{uuid.uuid4().hex[:8]}"
+    instances = sim.seed({"region": "us-east-1", "tags": {"cms-test": tag}, "groups": [{"count": count, "name_prefix": "web"}]})
+    inventory = write_fleet_inventory(tmp_path, tag)
+    run_id = f"gates-{uuid.uuid4().hex[:8]}"
+    variables = dict(FAST_VARS, cms_patching_run_id=run_id, cms_patching_report_dir=str(tmp_path / "reports"),
+                     cms_patching_serial=[1, "100%"], cms_patching_stop_parameter=f"/cms-test/{tag}/stop", **extra)
+    return instances, run_id, variables, inventory
+
+
+def run(sim, inventory, variables, check=False):
+    proc = run_playbook("playbooks/patch.yml", sim.env, inventory=inventory, extra_vars=variables, check=check)
+    return proc
+
+
+def every_instance_explained(entries, instances):
+    assert {i["instance_id"] for i in instances} <= set(entries)
+    for instance in instances:
+        entry = entries[instance["instance_id"]]
+        assert entry.get("final_status"), entry
+        if entry["final_status"] != "patched":
+            assert entry.get("reason"), entry
+
+
+def patch_status_tags(sim, ids):
+    ec2 = sim.client("ec2")
+    found = ec2.describe_instances(InstanceIds=ids)["Reservations"]
+    return {i["InstanceId"]: {t["Key"]: t["Value"] for t in i.get("Tags", [])}.get("cms-patching:last-patch-status")
+            for r in found for i in r["Instances"]}
+
+
+@pytest.fixture(name="fast_sim")
+def fixture_fast_sim(sim):
+    sim.configure(**FAST)
+    return sim
+
+
+def test_an_alarm_before_a_wave_stops_the_run(fast_sim, tmp_path):
+    sim = fast_sim
+    name = alarm(sim)
+    instances, run_id, variables, inventory = night(sim, tmp_path, 4, {"cms_patching_alarms": [name]})
+    sim.reset_stats()
+    watcher = after_first_patch(sim, lambda: sim.client("cloudwatch").set_alarm_state(AlarmName=name, StateValue="ALARM", StateReason="5xx up"))
+    proc = run(sim, inventory, variables)
+    assert watcher.stop(), proc.stdout[-3000:]
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    _report, entries = read_report(tmp_path / "reports", run_id)
+    every_instance_explained(entries, instances)
+    statuses = sorted((e["final_status"], e.get("reason"), e.get("alarm_name")) for iid, e in entries.items())
+    # Wave 1 (the canary) was patched before the alarm; wave 2 never started: its 3 instances are not patched.
+    assert statuses == [("not_patched", "alarm", name)] * 3 + [("patched", None, None)], statuses
+    assert {e.get("stop_wave") for e in entries.values() if e["final_status"] == "not_patched"} == {2}
+    assert sim.stats()["calls"]["ssm:SendCommand"] == 2  # wave 1's pre-check and patch, nothing after the alarm
+    # The stopped run gave back the locks of what it left (a new run may take those instances at once).
+    assert "End the run here - a gate stopped it" in proc.stdout
+
+
+def held_locks(sim):
+    pages = sim.client("ssm").get_paginator("get_parameters_by_path").paginate(Path="/cms-patching/locks")
+    return {p["Name"] for page in pages for p in page["Parameters"]}
+
+
+def replace_root_tasks(sim, instance_id):
+    return sim.client("ec2").describe_replace_root_volume_tasks(Filters=[{"Name": "instance-id", "Values": [instance_id]}])["ReplaceRootVolumeTasks"]
+
+
+def test_an_alarm_during_the_bake_rolls_the_wave_back_and_stops_the_run(fast_sim, tmp_path):
+    sim = fast_sim
+    name = alarm(sim)
+    instances, run_id, variables, inventory = night(sim, tmp_path, 3, {"cms_patching_alarms": [name], "cms_patching_bake_time": 30})
+    sim.reset_stats()
+    watcher = after_first_patch(sim, lambda: sim.client("cloudwatch").set_alarm_state(AlarmName=name, StateValue="ALARM", StateReason="5xx up"))
+    proc = run(sim, inventory, variables)
+    assert watcher.stop(), proc.stdout[-3000:]
+    _report, entries = read_report(tmp_path / "reports", run_id)
+    every_instance_explained(entries, instances)
+    canary = [iid for iid, e in entries.items() if e["final_status"] == "rolled_back"]
+    assert len(canary) == 1, entries
+    entry = entries[canary[0]]
+    assert (entry["reason"], entry["alarm_name"]) == ("alarm", name)
+    assert entry["patch"]["outcome"] == "success" and entry["rollback"]["status"] == "succeeded"
+    # Restored from its pre-patch AMI (the backup of this run), and tagged so that a resumed run does not take it as patched.
+    tasks = replace_root_tasks(sim, canary[0])
+    assert [t["TaskState"] for t in tasks] == ["succeeded"] and tasks[0]["ImageId"] == entry["backup"]["image_id"]
+    assert patch_status_tags(sim, canary)[canary[0]] == "rolled_back"
+    rest = {iid: e for iid, e in entries.items() if iid not in canary}
+    assert {(e["final_status"], e["reason"], e["alarm_name"]) for e in rest.values()} == {("not_patched", "alarm", name)}
+    assert sim.stats()["calls"]["ssm:SendCommand"] == 2  # the run stopped: wave 2 never started
+    # The rolled-back canary fails in PLAY RECAP like any rolled-back host (Ansible then ends the play: the whole batch
+    # failed); the others never failed, and their locks were given back first, so the next run may take them at once.
+    stats = recap(proc.stdout)
+    assert stats[canary[0]]["failed"] == 1 and all(stats[iid]["failed"] == 0 for iid in rest), proc.stdout[-3000:]
+    assert not held_locks(sim) & {f"/cms-patching/locks/{i['instance_id']}" for i in instances}
+
+
+def test_the_stop_switch_set_between_waves_lets_the_wave_finish_and_starts_no_other(fast_sim, tmp_path):
+    sim = fast_sim
+    instances, run_id, variables, inventory = night(sim, tmp_path, 4, {})
+    stop = variables["cms_patching_stop_parameter"]
+    sim.reset_stats()
+    operator = {}
+
+    def press_stop():
+        operator["proc"] = run_playbook("playbooks/stop.yml", sim.env, extra_vars={"cms_patching_stop_parameter": stop})
+
+    watcher = after_first_patch(sim, press_stop)
+    proc = run(sim, inventory, variables)
+    assert watcher.stop(), proc.stdout[-3000:]
+    assert operator["proc"].returncode == 0 and f"{stop} is now stop" in operator["proc"].stdout, operator["proc"].stdout[-2000:]
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    _report, entries = read_report(tmp_path / "reports", run_id)
+    every_instance_explained(entries, instances)
+    statuses = sorted((e["final_status"], e.get("reason")) for e in entries.values())
+    assert statuses == [("not_patched", "stopped_by_operator")] * 3 + [("patched", None)], statuses
+    assert sim.stats()["calls"]["ssm:SendCommand"] == 2
+    # The stopped run gave back the locks of the instances it left: a new run may take them at once.
+    assert not held_locks(sim) & {f"/cms-patching/locks/{i['instance_id']}" for i in instances}
+    # Cleared, the switch says go again.
+    cleared = run_playbook("playbooks/stop.yml", sim.env, extra_vars={"cms_patching_stop_parameter": stop, "cms_patching_stop": False})
+    assert cleared.returncode == 0 and sim.client("ssm").get_parameter(Name=stop)["Parameter"]["Value"] == "go"
+
+
+def test_a_missing_alarm_is_refused_at_settings_before_any_change(fast_sim, tmp_path):
+    sim = fast_sim
+    name = alarm(sim)
+    _instances, _run_id, variables, inventory = night(sim, tmp_path, 1, {"cms_patching_alarms": [name, name + "-typo"]})
+    sim.reset_stats()
+    proc = run(sim, inventory, variables)
+    assert proc.returncode != 0
+    assert f"cms_patching_alarms: no CloudWatch alarm (metric or composite) named {name}-typo in us-east-1" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+    calls = sim.stats()["calls"]
+    assert not [c for c in calls if c.split(":")[1].startswith(("Create", "Put", "Send", "Delete", "Deregister"))], calls
+    # Both settings at once: one line, before any call.
+    both = dict(variables, cms_patching_alarms=[name], cms_patching_alarm_prefix="gate-")
+    proc = run(sim, inventory, both)
+    assert proc.returncode != 0 and "cms_patching_alarm_prefix cannot both be set" in proc.stdout
+
+
+def test_check_mode_reads_the_gates_and_changes_nothing(fast_sim, tmp_path):
+    sim = fast_sim
+    name = alarm(sim, "ALARM")
+    instances, run_id, variables, inventory = night(sim, tmp_path, 3, {"cms_patching_alarms": [name], "cms_patching_bake_time": 30})
+    sim.reset_stats()
+    proc = run(sim, inventory, variables, check=True)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    calls = sim.stats()["calls"]
+    assert calls.get("cloudwatch:DescribeAlarms", 0) >= 2  # the settings play and wave 1's gate
+    assert not [c for c in calls if c.split(":")[1].startswith(("Create", "Put", "Send", "Delete", "Deregister"))], calls
+    _report, entries = read_report(tmp_path / "reports", run_id)
+    every_instance_explained(entries, instances)
+    assert {(e["final_status"], e["reason"], e["alarm_name"]) for e in entries.values()} == {("not_patched", "alarm", name)}
+
+
+def test_the_canary_job_then_an_approval_that_timed_out(fast_sim, tmp_path):
+    """The AWX workflow's canary job (cms_patching_waves [1]) patches wave 1 only; the approval's failure path runs the
+    same run id with cms_patching_hold approval_not_given: the approval node's timeout (1 h) had passed since the canary
+    ended (2 h ago), so the rest ends not_patched with approval_timeout."""
+    sim = fast_sim
+    instances, run_id, variables, inventory = night(sim, tmp_path, 3, {})
+    canary = run(sim, inventory, dict(variables, cms_patching_waves=[1]))
+    assert canary.returncode == 0, canary.stdout[-3000:]
+    _report, entries = read_report(tmp_path / "reports", run_id)
+    # Left to another job: the report says not_reached (derived) until that job records them.
+    assert sorted((e["final_status"], e.get("reason")) for e in entries.values()) == [("not_patched", "not_reached")] * 2 + [("patched", None)]
+    sim.reset_stats()
+    ended = (datetime.now(timezone.utc) - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    denied = run_playbook("playbooks/patch.yml", sim.env, inventory=inventory, tags="patching",
+                          extra_vars=dict(variables, cms_patching_hold="approval_not_given", cms_patching_approval_timeout=3600,
+                                          cms_patching_canary_ended_at=ended))
+    assert denied.returncode == 0, denied.stdout[-3000:]
+    _report, entries = read_report(tmp_path / "reports", run_id)
+    every_instance_explained(entries, instances)
+    assert sorted((e["final_status"], e.get("reason")) for e in entries.values()) == \
+        [("not_patched", "approval_timeout")] * 2 + [("patched", "already_patched_in_run")]
+    assert "ssm:SendCommand" not in sim.stats()["calls"]
+
+
+def test_pause_after_canary_is_refused_without_a_terminal(fast_sim, tmp_path):
+    sim = fast_sim
+    _instances, _run_id, variables, inventory = night(sim, tmp_path, 1, {"cms_patching_pause_after_canary": True})
+    sim.reset_stats()
+    proc = run(sim, inventory, variables)
+    assert proc.returncode != 0 and "cms_patching_pause_after_canary needs a terminal" in proc.stdout, proc.stdout[-2000:]
+    assert not [c for c in sim.stats()["calls"] if c.split(":")[1].startswith(("Create", "Put", "Send"))]

@@ -134,6 +134,13 @@ options:
       - Per instance, remove the tool's available images (verified or not) created more than this many days ago.
       - Combined with O(retention_count), an image is removed when either rule says so, with the same safeguards.
     type: int
+  retention_min_age:
+    description:
+      - Whatever O(retention_count) and O(retention_days) say, an image younger than this many seconds is never removed.
+      - The patching role's bake time (C(cms_patching_bake_time)) - a rollback during a bake restores from the wave's
+        pre-patch AMI.
+    type: int
+    default: 0
 extends_documentation_fragment:
   - amazon.aws.common.modules
   - amazon.aws.region.modules
@@ -296,6 +303,7 @@ def main():
         max_age_hours=dict(type="float"),
         retention_count=dict(type="int"),
         retention_days=dict(type="int"),
+        retention_min_age=dict(type="int", default=0),
     )
     argument_spec.update(ASSUME_ROLE_ARGS)
     argument_spec.update(RESULT_ARGS)

@@ -39,20 +39,24 @@ SETTLE_POLLS = 3
 ORPHAN_STATES = ("completed", "error")
 
 
-def select_for_retention(records, keep_ids, retention_count=None, retention_days=None, now=None, newer_backups=0):
+def select_for_retention(records, keep_ids, retention_count=None, retention_days=None, now=None, newer_backups=0, min_age_seconds=0):
     """[(record, reason)] of one instance's images that retention removes.
 
     records: the instance's managed image records; keep_ids: images this run produced or reused (never removed);
     newer_backups: verified backups of this run that are not in records (they count towards retention_count).
     Rules: pending images are never touched (a run may be creating them); retention_count keeps the N newest verified
     backups; retention_days removes available images older than N days; whatever the options, the newest verified
-    backup of the instance is kept when this run produced none.
+    backup of the instance is kept when this run produced none; an image younger than min_age_seconds (the patching
+    role's bake time) is never removed, since a rollback during a bake restores from it.
     """
     candidates = [r for r in records if r["state"] == "available" and r["image_id"] not in keep_ids]
     verified = sorted((r for r in records if r["state"] == "available" and r["verified"]), key=sort_key, reverse=True)
     protected = set(keep_ids)
     if not newer_backups and verified:
         protected.add(verified[0]["image_id"])
+    if min_age_seconds and now is not None:
+        young = now - timedelta(seconds=min_age_seconds)
+        protected |= {r["image_id"] for r in records if r["created"] and r["created"] > young}
     selected = {}
     if retention_count is not None:
         kept = max(0, retention_count - newer_backups)

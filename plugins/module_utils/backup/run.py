@@ -227,5 +227,6 @@ def _apply_retention(ec2, ids, images, backups, params, now, check_mode):
         if fresh:  # an adopted image is in records, still unverified there: count it as the verified backup it is
             records = [dict(r, verified=True, state="available") if r["image_id"] in keep else r for r in records]
         newer = 1 if fresh and not any(r["image_id"] in keep for r in records) else 0
-        selections += select_for_retention(records, keep, params["retention_count"], params["retention_days"], now, newer)
+        selections += select_for_retention(records, keep, params["retention_count"], params["retention_days"], now, newer,
+                                           params.get("retention_min_age") or 0)
     return prune_images(ec2, selections, check_mode, params["poll_interval"])

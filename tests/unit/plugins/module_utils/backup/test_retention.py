@@ -195,3 +195,15 @@ def test_sweep_skips_a_snapshot_whose_image_is_still_settling():
     ec2.in_use = {"snap-orphan": ("ami-00000009", 1)}
     assert sweep_orphaned_snapshots(ec2, ["i-1"]) == [] and "snap-orphan" in ec2.snapshots
     assert [e["snapshot_ids"] for e in sweep_orphaned_snapshots(ec2, ["i-1"])] == [["snap-orphan"]]
+
+
+def test_backups_younger_than_the_bake_time_are_never_pruned():
+    # ami-1 (1 h old) and ami-2 (2 h) are inside a 3-hour bake: a rollback during the bake may need either of them.
+    recs = images((1, True, "available"), (2, True, "available"), (30, True, "available"), (60, True, "available"))
+    assert chosen(select_for_retention(recs, set(), retention_count=1, now=NOW, min_age_seconds=3 * 3600)) == [
+        ("ami-00000004", "retention_count"), ("ami-00000003", "retention_count")]
+    assert chosen(select_for_retention(recs, set(), retention_days=0, now=NOW, min_age_seconds=3 * 3600)) == [
+        ("ami-00000004", "retention_days"), ("ami-00000003", "retention_days")]
+    # No bake: the usual rules (ami-1 is still kept as the newest verified backup).
+    assert [i for i, _why in chosen(select_for_retention(recs, set(), retention_count=1, now=NOW))] == [
+        "ami-00000004", "ami-00000003", "ami-00000002"]

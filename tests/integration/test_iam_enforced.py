@@ -18,6 +18,7 @@ import pytest
 
 from awssim import iam
 from helpers import FAST, FAST_VARS, ROOT, read_report, run_module, run_playbook, write_fleet_inventory
+from integration.capacity_surface import capacity_wave
 from integration.test_security import AWS_SIDE_ONLY, OTHER_ACCOUNT, POLICY, encrypted_volume
 
 FLEET = [
@@ -50,11 +51,6 @@ def site(sim_url, workdir, enforce):
     instances = seeder.seed({"region": "us-east-1", "tags": {"cms-test": tag}, "groups": FLEET})
     bucket = f"cms-reports-{tag}"
     seeder.client("s3").create_bucket(Bucket=bucket)
-    # The gates (issue 18): an alarm in OK gates each wave (cloudwatch:DescribeAlarms); the default stop switch is read.
-    alarm = f"iam-gate-{tag}"
-    seeder.client("cloudwatch").put_metric_alarm(AlarmName=alarm, MetricName="5xx", Namespace="App", Statistic="Sum", Period=60,
-                                                 EvaluationPeriods=1, Threshold=1, ComparisonOperator="GreaterThanThreshold")
-    seeder.client("cloudwatch").set_alarm_state(AlarmName=alarm, StateValue="OK", StateReason="baseline")
     encrypted_volume(seeder, next(i["instance_id"] for i in instances if i["name"] == "ok-002"), tag)  # pre-flight: kms:DescribeKey
     sim.configure(**FAST)
     policy = enforced_policy(bucket)
@@ -69,22 +65,20 @@ def site(sim_url, workdir, enforce):
     inventory = write_fleet_inventory(workdir, tag, regions=["us-east-1", "eu-west-1"], accounts=[OTHER_ACCOUNT])
     run_id = f"iam-{uuid.uuid4().hex[:8]}"
     extra = dict(FAST_VARS, cms_patching_run_id=run_id, cms_patching_report_dir=str(workdir / "reports"),
-                 cms_patching_max_fail_percentage=100, cms_patching_serial=["100%"], cms_patching_report_s3_bucket=bucket,
-                 cms_patching_alarms=[alarm])
+                 cms_patching_max_fail_percentage=100, cms_patching_serial=["100%"], cms_patching_report_s3_bucket=bucket)
     proc = run_playbook("playbooks/patch.yml", sim.env, inventory=inventory, extra_vars=extra)
     (workdir / "stdout.txt").write_text(proc.stdout + proc.stderr)
-    # The operator's switch, set back to go (ssm:PutParameter on the default stop parameter: go changes no run).
-    switch = run_playbook("playbooks/stop.yml", sim.env, extra_vars={"cms_patching_stop": False})
-    assert switch.returncode == 0, switch.stdout[-2000:]
     # A command that outlives its execution_timeout is cancelled (ssm:CancelCommand), a path a healthy night may not reach.
     web = next(i["instance_id"] for i in instances if i["name"] == "ok-001")
     sim.configure(command_s=3)
     slow = run_module("ssm_command_run", {"step": "health", "instance_ids": [web], "commands": ["sleep 5"], "execution_timeout": 1,
                                           "poll_interval": 0.2, "region": "us-east-1"}, sim.env)
     sim.configure(command_s=FAST["command_s"])
+    # The serving-capacity steps (issue 17): draining, standby, and putting back what a killed run left out.
+    capacity = capacity_wave(seeder, sim, sim.env, tag)
     _report, entries = read_report(workdir / "reports", run_id)
     names = {i["instance_id"]: i["name"] for i in instances}
-    return {"sim": sim, "policy": policy, "proc": proc, "listing": listing, "hosts": hosts, "slow": slow,
+    return {"sim": sim, "policy": policy, "proc": proc, "listing": listing, "hosts": hosts, "slow": slow, "capacity": capacity,
             "final": {names[iid]: e["final_status"] for iid, e in entries.items() if iid in names},
             "authz": http_json(f"{sim_url}/_sim/authz?key={sim.key}") if enforce else None}
 
@@ -109,6 +103,14 @@ def test_patch_run_gives_the_same_results_with_and_without_the_policy(runs):
     assert [d["refused"] for d in enforced["authz"]["denied"]] == []
     assert enforced["slow"]["results"][0]["outcome"] == "timed_out", enforced["slow"]
     assert enforced["slow"]["results"][0]["status"] == "Cancelled", enforced["slow"]
+
+
+def test_capacity_steps_give_the_same_results_with_and_without_the_policy(runs):
+    enforced, free = runs["enforced"], runs["free"]
+    assert sorted(enforced["capacity"].values()) == sorted(free["capacity"].values()) == ["patched"] * 4, (enforced["capacity"], free["capacity"])
+    called = {c["call"] for c in enforced["authz"]["calls"]}
+    assert {"elasticloadbalancing:DeregisterTargets", "elasticloadbalancing:RegisterTargets", "autoscaling:EnterStandby",
+            "autoscaling:ExitStandby", "ec2:DeleteTags"} <= called
 
 
 def test_every_recorded_call_is_allowed_by_the_policy(runs):

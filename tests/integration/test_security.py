@@ -24,6 +24,7 @@ import yaml
 
 from awssim import iam
 from helpers import ROOT, run_module, run_playbook
+from integration.capacity_surface import capacity_wave
 
 POLICY = ROOT / "docs" / "iam-policy.json"
 
@@ -137,6 +138,8 @@ def surface(sim_url, tmp_path_factory):
                                           "poll_interval": 0.2, "region": "us-east-1"}, env)
     sim.configure(command_s=0.2)
     assert slow["results"][0]["status"] == "Cancelled" and slow["results"][0]["outcome"] == "timed_out", slow
+    capacity = capacity_wave(seeder, sim, env, marker)  # the serving-capacity steps (issue 17)
+    assert sorted(capacity.values()) == ["patched"] * 4, capacity
     s3_objects = [seeder.client("s3").get_object(Bucket=bucket, Key=o["Key"])["Body"].read().decode()
                   for o in seeder.client("s3").list_objects_v2(Bucket=bucket).get("Contents", [])]
     assert s3_objects, "the reports were not uploaded"

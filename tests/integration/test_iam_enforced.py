@@ -51,6 +51,11 @@ def site(sim_url, workdir, enforce):
     instances = seeder.seed({"region": "us-east-1", "tags": {"cms-test": tag}, "groups": FLEET})
     bucket = f"cms-reports-{tag}"
     seeder.client("s3").create_bucket(Bucket=bucket)
+    # The gates (issue 18): an alarm in OK gates each wave (cloudwatch:DescribeAlarms); the default stop switch is read.
+    alarm = f"iam-gate-{tag}"
+    seeder.client("cloudwatch").put_metric_alarm(AlarmName=alarm, MetricName="5xx", Namespace="App", Statistic="Sum", Period=60,
+                                                 EvaluationPeriods=1, Threshold=1, ComparisonOperator="GreaterThanThreshold")
+    seeder.client("cloudwatch").set_alarm_state(AlarmName=alarm, StateValue="OK", StateReason="baseline")
     encrypted_volume(seeder, next(i["instance_id"] for i in instances if i["name"] == "ok-002"), tag)  # pre-flight: kms:DescribeKey
     sim.configure(**FAST)
     policy = enforced_policy(bucket)
@@ -65,9 +70,13 @@ def site(sim_url, workdir, enforce):
     inventory = write_fleet_inventory(workdir, tag, regions=["us-east-1", "eu-west-1"], accounts=[OTHER_ACCOUNT])
     run_id = f"iam-{uuid.uuid4().hex[:8]}"
     extra = dict(FAST_VARS, cms_patching_run_id=run_id, cms_patching_report_dir=str(workdir / "reports"),
-                 cms_patching_max_fail_percentage=100, cms_patching_serial=["100%"], cms_patching_report_s3_bucket=bucket)
+                 cms_patching_max_fail_percentage=100, cms_patching_serial=["100%"], cms_patching_report_s3_bucket=bucket,
+                 cms_patching_alarms=[alarm])
     proc = run_playbook("playbooks/patch.yml", sim.env, inventory=inventory, extra_vars=extra)
     (workdir / "stdout.txt").write_text(proc.stdout + proc.stderr)
+    # The operator's switch, set back to go (ssm:PutParameter on the default stop parameter: go changes no run).
+    switch = run_playbook("playbooks/stop.yml", sim.env, extra_vars={"cms_patching_stop": False})
+    assert switch.returncode == 0, switch.stdout[-2000:]
     # A command that outlives its execution_timeout is cancelled (ssm:CancelCommand), a path a healthy night may not reach.
     web = next(i["instance_id"] for i in instances if i["name"] == "ok-001")
     sim.configure(command_s=3)

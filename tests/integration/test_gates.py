@@ -53,7 +53,7 @@ def after_first_patch(sim, action):
     return watcher
 
 
-def night(sim, tmp_path, count, extra, check=False):
+def night(sim, tmp_path, count, extra):
     tag = f"gates-{uuid.uuid4().hex[:8]}"
     instances = sim.seed({"region": "us-east-1", "tags": {"cms-test": tag}, "groups": [{"count": count, "name_prefix": "web"}]})
     inventory = write_fleet_inventory(tmp_path, tag)

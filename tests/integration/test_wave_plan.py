@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from helpers import FAST, FAST_VARS, ROOT, read_report, run_playbook, write_fleet_inventory
+from helpers import FAST, FAST_VARS, ROOT, read_report, run_module, run_playbook, write_fleet_inventory
 
 WAVE_TAG = "cms-patching:wave"
 REGION = "us-west-2"
@@ -193,3 +193,19 @@ def test_a_missing_read_permission_fails_discovery_with_one_line(sim, tmp_path, 
     assert lines, proc.stdout[-4000:]
     assert "Traceback" not in proc.stdout + proc.stderr
     assert sim.stats()["mutating"] == {}
+
+
+def test_asg_modes_and_the_deprecated_allow_asg_members(sim, tmp_path, fleet):
+    instances, _inventory, suffix = fleet
+    members = sorted(i["instance_id"] for i in instances if i["name"].startswith("asg-"))
+    args = {"instance_ids": members, "region": REGION}
+    skipped = run_module("ec2_patch_scan", args, sim.env)
+    assert {tuple(i["reasons"]) for i in skipped["instances"]} == {("asg_member",)} and skipped["asg_mode"] == "skip"
+    assert not skipped.get("deprecations")
+    standby = run_module("ec2_patch_scan", dict(args, asg_mode="standby"), sim.env)
+    assert all(i["eligible"] for i in standby["instances"]) and standby["asg_mode"] == "standby"
+    group = next(iter(standby["topology"]["auto_scaling_groups"].values()))
+    assert group == {"name": f"web-asg-{suffix}", "members": 6, "healthy": 6, "min_size": 4, "max_size": 6, "desired_capacity": 6}
+    old = run_module("ec2_patch_scan", dict(args, allow_asg_members=True), sim.env)
+    assert all(i["eligible"] for i in old["instances"]) and old["asg_mode"] == "in_place"
+    assert old["deprecations"] and "allow_asg_members" in json.dumps(old["deprecations"])

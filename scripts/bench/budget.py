@@ -52,7 +52,7 @@ BACKUP_PER_200 = 1 + 3 + 2 + 1  # DescribeImages (reuse lookup), DescribeImages 
 # Issue 17's capacity steps, per wave and partition (none for instances without serving target groups or standby).
 # Draining and registering are batched per target group, standby per Auto Scaling group and 20 instances; each wait
 # ends by its second poll when the poll interval is at least the simulated duration (drain_s, health_s,
-# asg_transition_s), as for the other waits. See docs/performance.md, "Capacity steps".
+# asg_transition_s), as for the other waits. See roles/patching/README.md, "Load balancers and Auto Scaling".
 STANDBY_BATCH = 20
 ASG_NAMES_BATCH = 50
 

@@ -155,3 +155,17 @@ def test_disk_full_fails_free_space_checks_and_patching(sim):
     inv = ssm.get_command_invocation(CommandId=cmd_id, InstanceId=full)
     assert inv["ResponseCode"] == 1 and "No space left on device" in inv["StandardErrorContent"]
     assert ssm.describe_instance_patch_states(InstanceIds=[full])["InstancePatchStates"][0]["InstalledCount"] == 100
+
+
+def _last_ping(ssm, iid):
+    return ssm.describe_instance_information(Filters=[{"Key": "InstanceIds", "Values": [iid]}])["InstanceInformationList"][0]["LastPingDateTime"]
+
+
+def test_a_hung_agent_reports_no_ping_after_the_reboot_it_did_not_come_back_from(sim):
+    """LastPingDateTime is when the agent last pinged (botocore ssm model): an EC2 reboot that does not bring a dead
+    agent back must not make it look as if it had pinged until that reboot."""
+    ssm, ec2, iid, _cmd_id = _stuck_after_reboot(sim, "agent-dead")
+    before = _last_ping(ssm, iid)
+    ec2.reboot_instances(InstanceIds=[iid])
+    time.sleep(3 * REBOOT_S)
+    assert (_ping(ssm, iid), _last_ping(ssm, iid)) == ("ConnectionLost", before)

@@ -92,7 +92,7 @@ class AgentWatch:
                 last_ping = parse_time(agents.get(iid, {}).get("last_ping"))
                 since = cmd.requested_at
                 if self.recovery is not None:
-                    self.recovery.seen(iid, last_ping)
+                    self.recovery.seen(iid, last_ping, agents.get(iid, {}).get("ping_status"))
                     if self.recovery.busy(iid):
                         continue
                     since = later(since, self.recovery.since(iid))  # an action restarts the count

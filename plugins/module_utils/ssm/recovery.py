@@ -103,10 +103,15 @@ class AgentRecovery:
         """True while a stop is in flight: the agent is away on purpose, silence says nothing."""
         return self.pending.get(iid, {}).get("phase") == "stopping"
 
-    def seen(self, iid, last_ping):
-        """The agent pinged at `last_ping` (AWS time): after the pending action's start, that action brought it back."""
+    def seen(self, iid, last_ping, ping_status="Online"):
+        """The agent is Online with a ping (AWS time) after the pending action's start: that action brought it back.
+
+        Online is required too: the action's AWS time is estimated a little early (see SentCommand.aws_time), so a
+        ping from just before the action could otherwise pass for one after it.
+        """
         state = self.pending.get(iid)
-        if state and state["phase"] == "agent" and hasattr(last_ping, "astimezone") and last_ping > state["aws_at"]:
+        if (state and state["phase"] == "agent" and ping_status == "Online" and hasattr(last_ping, "astimezone")
+                and last_ping > state["aws_at"]):
             self._end(iid, AGENT_BACK)
 
     def tick(self, aws_now):

@@ -132,11 +132,12 @@ def timeline(instance, now: float) -> dict:
     reported = dict(st)
     reboots: list[tuple[float, float]] = []
     hang = False
+    hang_at = None  # start of the reboot the agent did not come back from: it has not pinged since
     for at, kind, obj in _moments(instance.id, now):
         if kind == "restore":
             st.update(installed=INSTALLED, missing=meta["missing"], failed=0, pending_reboot=0)
             reported = dict(st)
-            hang = False
+            hang, hang_at = False, None
             reboots.append((at, at + obj["reboot_s"]))
             continue
         if kind == "power":
@@ -149,6 +150,8 @@ def timeline(instance, now: float) -> dict:
             # reboot the node inside the command; with reboot-hang the agent never comes back, with agent-stuck or
             # agent-dead not until EC2 brings it back.
             reboots.append(obj.reboot)
+            if obj.hung(now) and not hang:
+                hang_at = obj.reboot[0]
             hang = hang or obj.hung(now)
             continue
         outcome = obj.final()
@@ -171,7 +174,7 @@ def timeline(instance, now: float) -> dict:
         if not cmd.param("BaselineOverride"):
             reported = dict(st)
     in_reboot = next((w for w in reboots if w[0] <= now < w[1]), None)
-    return {"patch": reported, "disk": st, "reboots": reboots, "hang": hang, "in_reboot": in_reboot, "meta": meta}
+    return {"patch": reported, "disk": st, "reboots": reboots, "hang": hang, "hang_at": hang_at, "in_reboot": in_reboot, "meta": meta}
 
 
 def _last_ping(instance, reboots: list, until: float) -> float:
@@ -195,8 +198,12 @@ def ping_status(instance, now: float, tl: dict | None = None) -> tuple[str, floa
     if instance.state != "running" or "ssm-offline" in tl["meta"]["faults"]:
         return "ConnectionLost", last_reboot
     if tl["hang"] or tl["in_reboot"]:
-        # The agent stops pinging when the reboot starts: its last ping is the last periodic one before that.
+        # The agent stops pinging when the reboot starts: its last ping is the last periodic one before that. A hung
+        # agent pinged last before the reboot it never came back from, whatever EC2 reboots came after (a dead agent
+        # sends nothing: botocore ssm model, LastPingDateTime).
         went = tl["in_reboot"][0] if tl["in_reboot"] else last_reboot
+        if tl["hang"] and tl["hang_at"] is not None:
+            went = tl["hang_at"]
         return "ConnectionLost", _last_ping(instance, tl["reboots"], went)
     return "Online", _last_ping(instance, tl["reboots"], now)
 

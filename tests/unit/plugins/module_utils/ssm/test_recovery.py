@@ -97,6 +97,8 @@ def test_reboot_is_one_batched_call_and_an_agent_seen_after_it_is_back():
     assert ec2.calls == [("RebootInstances", ["i-1", "i-2"])]
     assert rec.since("i-1") == T0
     rec.seen("i-1", T0 - timedelta(seconds=5))  # a ping from before the reboot says nothing
+    rec.seen("i-1", T0 + timedelta(seconds=5), "ConnectionLost")  # nor a later time while the agent is not Online
+    assert rec.attempts["i-1"][0]["result"] is None
     rec.seen("i-1", T0 + timedelta(seconds=5))
     assert [(a["action"], a["result"]) for a in rec.attempts["i-1"]] == [("reboot", "agent_back")]
     # i-2 still silent past the timeout: no action left, given up, with the note for the cancel message

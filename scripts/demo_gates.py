@@ -1,9 +1,9 @@
 """`make demo-gates`: the run's gates against the simulator - an alarm that fires during the canary's bake rolls the
 canary back and stops the run, then an operator presses the stop switch (playbooks/stop.yml) between two waves.
 
-For each run it prints the report path and one line on why the run stopped. The alarm and the switch are set on cue, by
-watching the simulator's call counts for the canary's patch command (SendCommand of AWS-RunPatchBaseline), so the demo
-always shows the same story however fast the machine is.
+For each run it prints the report path and one line on why the run stopped. The alarm and the switch are set on cue, once the
+canary's patch command (AWS-RunPatchBaseline) shows in ListCommands, so the demo always shows the same story however
+fast the machine is.
 """
 
 import argparse
@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import threading
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -36,26 +35,20 @@ FAST = {"backup_poll_interval": 1, "patching_poll_interval": 1, "cms_patching_se
         "cms_patching_stop_parameter": STOP}
 
 
-def http(url, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method="GET" if body is None else "POST", headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return json.loads(resp.read() or b"{}")
-
-
 class OnCanaryPatch(threading.Thread):
-    """Calls action() once the run has sent its canary's patch command (its pre-check, then its patch: 2 SendCommand)."""
+    """Calls action() once the run has sent its canary's patch command (an AWS-RunPatchBaseline command after `since`)."""
 
-    def __init__(self, url, action):
+    def __init__(self, ssm, since, action):
         super().__init__(daemon=True)
-        self.url, self.action, self.done = url, action, threading.Event()
+        self.ssm, self.since, self.action, self.done = ssm, since, action, threading.Event()
 
     def run(self):
         while not self.done.is_set():
-            if http(f"{self.url}/_sim/stats?key={KEY}")["calls"].get("ssm:SendCommand", 0) >= 2:
+            commands = self.ssm.list_commands(Filters=[{"key": "DocumentName", "value": "AWS-RunPatchBaseline"}])["Commands"]
+            if [c for c in commands if c["CommandId"] not in self.since]:
                 self.action()
                 return
-            self.done.wait(0.1)
+            self.done.wait(0.2)
 
     def stop(self):
         self.done.set()
@@ -77,9 +70,9 @@ def why(report):
     return "the run was not stopped"
 
 
-def night(env, url, run_id, extra, cue):
-    http(f"{url}/_sim/stats/reset?key={KEY}", {})
-    watcher = OnCanaryPatch(url, cue)
+def night(env, ssm, run_id, extra, cue):
+    before = {c["CommandId"] for c in ssm.list_commands(Filters=[{"key": "DocumentName", "value": "AWS-RunPatchBaseline"}])["Commands"]}
+    watcher = OnCanaryPatch(ssm, before, cue)
     watcher.start()
     cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "playbooks/patch.yml", "-i", "inventories/aws_ec2.yml",
            "-e", json.dumps(dict(FAST, cms_patching_run_id=run_id, **extra))]
@@ -107,13 +100,14 @@ def main():
             env.pop(name, None)
         fleet = seed(FLEET, sim.url, access_key=KEY, secret_key=SECRET)
         cloudwatch = boto3.client("cloudwatch", region_name="us-east-1", endpoint_url=sim.url, aws_access_key_id=KEY, aws_secret_access_key=SECRET)
+        ssm = boto3.client("ssm", region_name="us-east-1", endpoint_url=sim.url, aws_access_key_id=KEY, aws_secret_access_key=SECRET)
         cloudwatch.put_metric_alarm(AlarmName=ALARM, MetricName="HTTPCode_Target_5XX_Count", Namespace="AWS/ApplicationELB",
                                     Statistic="Sum", Period=60, EvaluationPeriods=1, Threshold=10, ComparisonOperator="GreaterThanThreshold")
         cloudwatch.set_alarm_state(AlarmName=ALARM, StateValue="OK", StateReason="demo: healthy before the night")
         print(f"simulator at {sim.url}: seeded {len(fleet)} web instances and the CloudWatch alarm {ALARM} (OK)")
 
         print(f"\n== 1. {ALARM} fires during the canary's 20-second bake (set on cue once the canary's patch is sent)", flush=True)
-        night(env, sim.url, f"demo-alarm-{uuid.uuid4().hex[:6]}", {"cms_patching_alarms": [ALARM], "cms_patching_bake_time": 20},
+        night(env, ssm, f"demo-alarm-{uuid.uuid4().hex[:6]}", {"cms_patching_alarms": [ALARM], "cms_patching_bake_time": 20},
               lambda: cloudwatch.set_alarm_state(AlarmName=ALARM, StateValue="ALARM", StateReason="demo: 5xx errors after the patch"))
 
         cloudwatch.set_alarm_state(AlarmName=ALARM, StateValue="OK", StateReason="demo: fixed")
@@ -122,7 +116,7 @@ def main():
         def press_stop():
             subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "playbooks/stop.yml",
                             "-e", json.dumps({"cms_patching_stop_parameter": STOP})], cwd=ROOT, env=env, check=True)
-        night(env, sim.url, f"demo-stop-{uuid.uuid4().hex[:6]}", {"cms_patching_alarms": [ALARM]}, press_stop)
+        night(env, ssm, f"demo-stop-{uuid.uuid4().hex[:6]}", {"cms_patching_alarms": [ALARM]}, press_stop)
         return 0  # the rolled-back canary fails its host in run 1, as intended
     finally:
         sim.stop()

@@ -2,9 +2,9 @@
 a missing alarm refused at settings, check mode. Every run ends with a report in which every instance of the fleet
 has a final_status and a reason.
 
-Timing is by events, never by the clock: a watcher thread sets an alarm (or the stop switch) once the simulator has
-served the run's first patch command (SendCommand of AWS-RunPatchBaseline), so the wave in flight is wave 1 and the
-next read of the gates is its bake (or wave 2's gate).
+Timing is by events, never by the clock: a watcher thread sets an alarm (or the stop switch) once the run has sent its
+first patch command (an AWS-RunPatchBaseline command in ListCommands), so the wave in flight is wave 1 and the next read
+of the gates is its bake (or wave 2's gate).
 """
 
 import threading
@@ -25,21 +25,32 @@ def alarm(sim, state="OK"):
     return name
 
 
-class AfterFirstPatch(threading.Thread):
-    """Runs action() once the run has sent its first patch command (the simulator's per-key call counts): wave 1 sends
-    its pre-check, then its patch command. stop() ends the watch (a run that never patched)."""
+def patch_commands(sim, instances):
+    """The AWS-RunPatchBaseline commands sent to this test's instances."""
+    ssm = sim.client("ssm")
+    found = {}
+    for instance in instances:
+        for command in ssm.list_commands(InstanceId=instance["instance_id"],
+                                         Filters=[{"key": "DocumentName", "value": "AWS-RunPatchBaseline"}])["Commands"]:
+            found[command["CommandId"]] = command
+    return list(found.values())
 
-    def __init__(self, sim, action):
+
+class AfterFirstPatch(threading.Thread):
+    """Runs action() once the run has sent its first patch command (AWS-RunPatchBaseline) to one of the test's instances:
+    wave 1's canary. stop() ends the watch (a run that never patched)."""
+
+    def __init__(self, sim, instances, action):
         super().__init__(daemon=True)
-        self.sim, self.action, self.done, self.fired = sim, action, threading.Event(), False
+        self.sim, self.instances, self.action, self.done, self.fired = sim, instances, action, threading.Event(), False
 
     def run(self):
         while not self.done.is_set():
-            if self.sim.stats()["calls"].get("ssm:SendCommand", 0) >= 2:
+            if patch_commands(self.sim, self.instances):
                 self.action()
                 self.fired = True
                 return
-            self.done.wait(0.05)
+            self.done.wait(0.2)
 
     def stop(self):
         self.done.set()
@@ -47,8 +58,8 @@ class AfterFirstPatch(threading.Thread):
         return self.fired
 
 
-def after_first_patch(sim, action):
-    watcher = AfterFirstPatch(sim, action)
+def after_first_patch(sim, instances, action):
+    watcher = AfterFirstPatch(sim, instances, action)
     watcher.start()
     return watcher
 
@@ -95,7 +106,7 @@ def test_an_alarm_before_a_wave_stops_the_run(fast_sim, tmp_path):
     name = alarm(sim)
     instances, run_id, variables, inventory = night(sim, tmp_path, 4, {"cms_patching_alarms": [name]})
     sim.reset_stats()
-    watcher = after_first_patch(sim, lambda: sim.client("cloudwatch").set_alarm_state(AlarmName=name, StateValue="ALARM", StateReason="5xx up"))
+    watcher = after_first_patch(sim, instances, lambda: sim.client("cloudwatch").set_alarm_state(AlarmName=name, StateValue="ALARM", StateReason="5xx up"))
     proc = run(sim, inventory, variables)
     assert watcher.stop(), proc.stdout[-3000:]
     assert proc.returncode == 0, proc.stdout[-3000:]
@@ -105,7 +116,7 @@ def test_an_alarm_before_a_wave_stops_the_run(fast_sim, tmp_path):
     # Wave 1 (the canary) was patched before the alarm; wave 2 never started: its 3 instances are not patched.
     assert statuses == [("not_patched", "alarm", name)] * 3 + [("patched", None, None)], statuses
     assert {e.get("stop_wave") for e in entries.values() if e["final_status"] == "not_patched"} == {2}
-    assert sim.stats()["calls"]["ssm:SendCommand"] == 2  # wave 1's pre-check and patch, nothing after the alarm
+    assert len(patch_commands(sim, instances)) == 1  # the canary's; nothing after the alarm
     # The stopped run gave back the locks of what it left (a new run may take those instances at once).
     assert "End the run here - a gate stopped it" in proc.stdout
 
@@ -124,7 +135,7 @@ def test_an_alarm_during_the_bake_rolls_the_wave_back_and_stops_the_run(fast_sim
     name = alarm(sim)
     instances, run_id, variables, inventory = night(sim, tmp_path, 3, {"cms_patching_alarms": [name], "cms_patching_bake_time": 30})
     sim.reset_stats()
-    watcher = after_first_patch(sim, lambda: sim.client("cloudwatch").set_alarm_state(AlarmName=name, StateValue="ALARM", StateReason="5xx up"))
+    watcher = after_first_patch(sim, instances, lambda: sim.client("cloudwatch").set_alarm_state(AlarmName=name, StateValue="ALARM", StateReason="5xx up"))
     proc = run(sim, inventory, variables)
     assert watcher.stop(), proc.stdout[-3000:]
     _report, entries = read_report(tmp_path / "reports", run_id)
@@ -140,7 +151,7 @@ def test_an_alarm_during_the_bake_rolls_the_wave_back_and_stops_the_run(fast_sim
     assert patch_status_tags(sim, canary)[canary[0]] == "rolled_back"
     rest = {iid: e for iid, e in entries.items() if iid not in canary}
     assert {(e["final_status"], e["reason"], e["alarm_name"]) for e in rest.values()} == {("not_patched", "alarm", name)}
-    assert sim.stats()["calls"]["ssm:SendCommand"] == 2  # the run stopped: wave 2 never started
+    assert len(patch_commands(sim, instances)) == 1  # the run stopped: wave 2 never started
     # The rolled-back canary fails in PLAY RECAP like any rolled-back host (Ansible then ends the play: the whole batch
     # failed); the others never failed, and their locks were given back first, so the next run may take them at once.
     stats = recap(proc.stdout)
@@ -158,7 +169,7 @@ def test_the_stop_switch_set_between_waves_lets_the_wave_finish_and_starts_no_ot
     def press_stop():
         operator["proc"] = run_playbook("playbooks/stop.yml", sim.env, extra_vars={"cms_patching_stop_parameter": stop})
 
-    watcher = after_first_patch(sim, press_stop)
+    watcher = after_first_patch(sim, instances, press_stop)
     proc = run(sim, inventory, variables)
     assert watcher.stop(), proc.stdout[-3000:]
     assert operator["proc"].returncode == 0 and f"{stop} is now stop" in operator["proc"].stdout, operator["proc"].stdout[-2000:]
@@ -167,7 +178,7 @@ def test_the_stop_switch_set_between_waves_lets_the_wave_finish_and_starts_no_ot
     every_instance_explained(entries, instances)
     statuses = sorted((e["final_status"], e.get("reason")) for e in entries.values())
     assert statuses == [("not_patched", "stopped_by_operator")] * 3 + [("patched", None)], statuses
-    assert sim.stats()["calls"]["ssm:SendCommand"] == 2
+    assert len(patch_commands(sim, instances)) == 1
     # The stopped run gave back the locks of the instances it left: a new run may take them at once.
     assert not held_locks(sim) & {f"/cms-patching/locks/{i['instance_id']}" for i in instances}
     # Cleared, the switch says go again.

@@ -30,6 +30,12 @@ def capacity_wave(seeder, sim, env, tag):
             break
         time.sleep(0.1)
     target = {"arn": arn, "name": target_group, "port": 80, "state": "healthy", "deregistration_delay": 300}
+    # Discovery's topology reads under the key tested (ec2_patch_scan: DescribeTargetGroups, DescribeLoadBalancers,
+    # DescribeTargetHealth, DescribeTargetGroupAttributes, DescribeAutoScalingGroups) give the wave these very entries.
+    scan = run_module("ec2_patch_scan", {"instance_ids": ids, "region": "us-east-1", "asg_mode": "standby"}, env)
+    assert scan["rc"] == 0, scan.get("msg")
+    for found in scan["instances"]:
+        assert [{k: t[k] for k in target} for t in found["target_groups"]] == [target], found["target_groups"]
     # What a run killed mid-drain leaves: the tag, then the deregistration.
     killed = seeded[0]["instance_id"]
     seeder.client("ec2").create_tags(Resources=[killed], Tags=[{"Key": "cms-patching:drained", "Value": f"{target_group}:80"}])

@@ -7,13 +7,18 @@ first patch command (an AWS-RunPatchBaseline command in ListCommands), so the wa
 of the gates is its bake (or wave 2's gate).
 """
 
+import os
+import shutil
+import subprocess
+import sys
 import threading
 import uuid
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
-from helpers import FAST, FAST_VARS, read_report, recap, run_playbook, write_fleet_inventory
+from helpers import FAST, FAST_VARS, ROOT, read_report, recap, run_playbook, write_fleet_inventory
 
 
 def alarm(sim, state="OK"):
@@ -249,3 +254,21 @@ def test_pause_after_canary_is_refused_without_a_terminal(fast_sim, tmp_path):
     proc = run(sim, inventory, variables)
     assert proc.returncode != 0 and "cms_patching_pause_after_canary needs a terminal" in proc.stdout, proc.stdout[-2000:]
     assert not [c for c in sim.stats()["calls"] if c.split(":")[1].startswith(("Create", "Put", "Send"))]
+
+
+@pytest.mark.skipif(not shutil.which("script"), reason="util-linux `script` (a pseudo-terminal for the run) is not installed")
+def test_require_terminal_tells_a_terminal_from_none(tmp_path):
+    """The pause's guard: with stdin a terminal (util-linux `script` gives the run a pseudo-terminal) it passes, without
+    one it fails with its one line - the rule ansible.builtin.pause uses to skip its prompt."""
+    playbook = tmp_path / "tty.yml"
+    playbook.write_text("- hosts: localhost\n  gather_facts: false\n  tasks:\n"
+                        "    - cms.patching.require_terminal: {msg: no terminal here}\n      register: t\n"
+                        "    - ansible.builtin.debug: {msg: \"interactive={{ t.interactive }}\"}\n")
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
+    playbook_bin = str(Path(sys.executable).parent / "ansible-playbook")
+    bare = subprocess.run([playbook_bin, str(playbook)], cwd=ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert bare.returncode != 0 and "no terminal here" in bare.stdout
+    tty = subprocess.run(["script", "-qec", f"{playbook_bin} {playbook}", "/dev/null"], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert tty.returncode == 0 and "interactive=True" in tty.stdout, tty.stdout[-2000:]

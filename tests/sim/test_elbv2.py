@@ -257,3 +257,18 @@ def test_refused_elbv2_and_autoscaling_calls_answer_access_denied(sim):
             assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
     finally:
         sim.config(iam_policy=None)
+
+
+def test_deregistering_a_target_that_is_not_registered_succeeds_an_unknown_id_does_not(sim):
+    # ELB API reference, DeregisterTargets: "If the specified target does not exist, the action returns successfully".
+    name = _name()
+    iid, spare = [s["instance_id"] for s in _seed(sim, {"count": 2})]
+    _seed(sim, {"target_groups": [name]})
+    elb = sim.client("elbv2")
+    arn = _arn(elb, name)
+    before = _health(elb, arn)
+    elb.deregister_targets(TargetGroupArn=arn, Targets=[{"Id": iid}, {"Id": spare}])
+    assert _health(elb, arn) == before
+    with pytest.raises(ClientError) as err:
+        elb.deregister_targets(TargetGroupArn=arn, Targets=[{"Id": "i-0123456789abcdef0"}])
+    assert err.value.response["Error"]["Code"] == "InvalidTarget"

@@ -123,8 +123,10 @@ def _register(self, targets: list[dict]) -> None:
 
 def _deregister(self, targets: list[dict]) -> None:
     now = state.now()
-    missing = [t for t in targets if t["Id"] not in self.targets and t["Id"] not in self.deregistered_targets]
-    if missing:
+    # ELB API reference, DeregisterTargets: "If the specified target does not exist, the action returns successfully"
+    # (a target not registered is a no-op); InvalidTarget is for an id that names no instance at all.
+    unknown = [t for t in targets if t["Id"].startswith("i-") and not self.ec2_backend.get_instance_by_id(t["Id"])]
+    if unknown:
         raise InvalidTargetError()
     for target in targets:
         record = self.targets.pop(target["Id"], None)

@@ -2,7 +2,7 @@
 
 Two halves:
 - Pure functions (`validate_policy`, `evaluate`, `authorize_call`): an identity-based policy against a call's request
-  context. No server, no moto; tests/unit/test_iam_eval.py tests them on their own.
+  context. No server, no moto; tests/sim/test_iam_eval.py tests them on their own.
 - The simulator side (`check_request`): while `/_sim/config` holds an `iam_policy` for the caller's root key, every
   request is turned into its request context (action, resource ARNs by resource type, condition keys read from moto's
   backends), authorised, recorded when allowed (GET /_sim/authz?key=... returns them for replay) and refused with the

@@ -119,8 +119,8 @@ class Bench:
         """The same fleet and full run in one region, then over 3 regions x 2 accounts."""
         one = self.full(n, simctl.SHORT, f"N={n} full patch.yml, 1 region, 1 account")
         parts = len(simctl.SPREAD_REGIONS) * len(simctl.SPREAD_ACCOUNTS)
-        return one, self.full(n, simctl.SHORT, f"N={n} full patch.yml, {len(simctl.SPREAD_REGIONS)} regions x "
-                                                f"{len(simctl.SPREAD_ACCOUNTS)} accounts ({parts} partitions)", spread=True)
+        label = f"N={n} full patch.yml, {len(simctl.SPREAD_REGIONS)} regions x {len(simctl.SPREAD_ACCOUNTS)} accounts ({parts} partitions)"
+        return one, self.full(n, simctl.SHORT, label, spread=True)
 
     def baseline(self, n, durations, label, forks=None):
         """forks=None keeps ansible.cfg's 20; the per-host idiom keeps only `forks` instances in flight."""

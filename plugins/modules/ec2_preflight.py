@@ -27,8 +27,8 @@ description:
     C(L-309BACF6)), read with Service Quotas C(GetServiceQuota), against the images this call's instances that passed
     need (O(planned_images)) and their EBS volumes' snapshots. In use: C(DescribeImages) (owner self, disabled images
     included) and C(DescribeSnapshots) (owner self); AMIs in the Recycle Bin also count against the quota and are not
-    counted here. Not enough room is one line for the account (RV(account.error)), which fails the call when
-    O(fail_on_quota=true). A quota that cannot be read is a note (RV(account.notes)), not a failure."
+    counted here. Not enough room is one line for the account (C(account.error)), which fails the call when
+    O(fail_on_quota=true). A quota that cannot be read is a note (C(account.notes)), not a failure."
   - Changes nothing in AWS.
 options:
   instance_ids:
@@ -54,7 +54,7 @@ options:
     description: Images this run will make in this account and region (default, the instances that passed).
     type: int
   fail_on_quota:
-    description: Fail the call, with RV(account.error) as its one line, when a quota leaves too little room.
+    description: Fail the call, with C(account.error) as its one line, when a quota leaves too little room.
     type: bool
     default: true
   command_timeout:
@@ -104,7 +104,7 @@ results:
       description: The first failure, V(preflight_agent_version) or V(preflight_disk); null when it passed.
       type: str
     failures: {description: Every failure's reason code., type: list, elements: str}
-    error: {description: What failed, in one line (null when it passed)., type: str}
+    error: {description: "What failed, in one line (null when it passed).", type: str}
     warnings:
       description:
         - "Warnings, each C(code) and C(message): V(preflight_kms_key) (a KMS key disabled, pending deletion or unreadable),

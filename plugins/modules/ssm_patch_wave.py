@@ -309,7 +309,10 @@ results:
     final_status: {description: "V(patched), V(failed) or V(rolled_back) (absent in check mode).", type: str}
     reason: {description: "Why it failed or was rolled back (absent when patched, and in check mode).", type: str}
     failed_step: {description: "With C(reason=rollback_failed), the failure that caused the rollback.", type: str}
-    patch: {description: "The patch step's result (C(outcome), C(command_id), C(compliance_before), C(recovery) (the agent recovery attempts), ...), null when not patched.", type: dict}
+    patch:
+      description: "The patch step's result (C(outcome), C(command_id), C(compliance_before), C(recovery) (the agent recovery attempts), ...),
+        null when not patched."
+      type: dict
     services: {description: "The service restarts' C(outcome) and C(error).", type: dict}
     validation: {description: "C(passed) and C(failures) after the patch ran.", type: dict}
     rollback: {description: "C(performed), C(status), C(image_id), C(error).", type: dict}

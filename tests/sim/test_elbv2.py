@@ -248,8 +248,8 @@ def test_refused_elbv2_and_autoscaling_calls_answer_access_denied(sim):
         {"Effect": "Allow", "Action": "elasticloadbalancing:DescribeTargetGroups", "Resource": "*"}]})
     try:
         sim.client("elbv2").describe_target_groups()
-        for call in (lambda: sim.client("elbv2").describe_target_health(TargetGroupArn=f"arn:aws:elasticloadbalancing:us-east-1:"
-                                                                                      f"123456789012:targetgroup/{_name()}/0123456789abcdef"),
+        tg_arn = f"arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/{_name()}/0123456789abcdef"
+        for call in (lambda: sim.client("elbv2").describe_target_health(TargetGroupArn=tg_arn),
                      lambda: sim.client("autoscaling").describe_auto_scaling_groups()):
             with pytest.raises(ClientError) as err:
                 call()

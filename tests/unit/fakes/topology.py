@@ -15,8 +15,8 @@ ACCOUNT = "111111111111"
 
 def denied(action):
     service = "autoscaling" if action == "DescribeAutoScalingGroups" else "elasticloadbalancing"
-    return ClientError({"Error": {"Code": "AccessDenied", "Message": f"User: arn:aws:iam::{ACCOUNT}:user/t is not authorized to perform: "
-                                                                         f"{service}:{action}"}}, action)
+    message = f"User: arn:aws:iam::{ACCOUNT}:user/t is not authorized to perform: {service}:{action}"
+    return ClientError({"Error": {"Code": "AccessDenied", "Message": message}}, action)
 
 
 class _Pages:

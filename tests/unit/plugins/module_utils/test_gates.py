@@ -168,8 +168,8 @@ def test_bad_wave_selections_are_one_line(bad):
 
 
 def test_held_entries_name_the_gate_and_the_wave():
-    assert gates.held_entry("i-1", "alarm", "web-5xx", 2) == {"instance_id": "i-1", "final_status": "not_patched", "reason": "alarm",
-                                                             "alarm_name": "web-5xx", "stop_wave": 2}
+    expected = {"instance_id": "i-1", "final_status": "not_patched", "reason": "alarm", "alarm_name": "web-5xx", "stop_wave": 2}
+    assert gates.held_entry("i-1", "alarm", "web-5xx", 2) == expected
     assert gates.held_entry("i-1", "stop", None, 3)["reason"] == "stopped_by_operator"
     assert "alarm_name" not in gates.held_entry("i-1", "approval_timeout")
 
@@ -178,8 +178,8 @@ def test_bake_rollback_entries():
     restored = [{"instance_id": "i-1", "final_status": "rolled_back", "rollback": {"status": "succeeded"}},
                 {"instance_id": "i-2", "final_status": "failed", "reason": "rollback_failed", "rollback": {"status": "failed"}}]
     entries = gates.bake_rollback_entries(restored, "web-5xx")
-    assert [(e["final_status"], e["reason"], e["alarm_name"]) for e in entries] == [("rolled_back", "alarm", "web-5xx"),
-                                                                                  ("failed", "rollback_failed", "web-5xx")]
+    expected = [("rolled_back", "alarm", "web-5xx"), ("failed", "rollback_failed", "web-5xx")]
+    assert [(e["final_status"], e["reason"], e["alarm_name"]) for e in entries] == expected
 
 
 def test_the_approval_reason_a_failure_path_records():

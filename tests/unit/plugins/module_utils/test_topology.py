@@ -64,8 +64,8 @@ def test_auto_scaling_groups_by_name(world):
     assert per_instance["i-3"]["asg"] == {"arn": arns["asg"], "name": "web-asg", "min_size": 1, "max_size": 2, "desired_capacity": 1,
                                           "lifecycle_state": "InService", "health_status": "Healthy"}
     assert per_instance["i-4"]["asg"]["lifecycle_state"] == "Standby"
-    assert summary["auto_scaling_groups"][arns["asg"]] == {"name": "web-asg", "members": 2, "healthy": 1, "min_size": 1, "max_size": 2,
-                                                          "desired_capacity": 1}
+    expected = {"name": "web-asg", "members": 2, "healthy": 1, "min_size": 1, "max_size": 2, "desired_capacity": 1}
+    assert summary["auto_scaling_groups"][arns["asg"]] == expected
 
 
 def test_calls_are_per_region_and_group_never_per_instance(world):

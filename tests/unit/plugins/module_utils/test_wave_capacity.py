@@ -44,17 +44,17 @@ class Steps(AwsSteps):
         super().__init__(clock=aws.clock, sleep=aws.clock.sleep)
         self.aws, self.plan, self.log, self.serving_at_patch = aws, plan or {}, [], []
 
-    def gate(self, clients, ids, max_age_hours):
-        return {i: {"image_id": AMI} for i in ids}
+    def gate(self, clients, instance_ids, max_age_hours):
+        return {i: {"image_id": AMI} for i in instance_ids}
 
-    def command(self, clients, p, check_mode):
-        ids = [t["instance_id"] for t in p["targets"]]
-        self.log.append((p["step"], ids))
-        return [{"instance_id": i, "outcome": "would_run" if check_mode else self.plan.get(i, {}).get(p["step"], "success")} for i in ids]
+    def command(self, clients, params, check_mode):
+        ids = [t["instance_id"] for t in params["targets"]]
+        self.log.append((params["step"], ids))
+        return [{"instance_id": i, "outcome": "would_run" if check_mode else self.plan.get(i, {}).get(params["step"], "success")} for i in ids]
 
-    def patch(self, clients, p, check_mode):
-        self.log.append(("patch", p["instance_ids"]))
-        for i in p["instance_ids"]:
+    def patch(self, clients, params, check_mode):
+        self.log.append(("patch", params["instance_ids"]))
+        for i in params["instance_ids"]:
             for arn in self.aws.elb.groups:
                 if self.aws.elb.state(arn, i)[0] in ("initial", "healthy", "unhealthy", "draining"):
                     self.serving_at_patch.append((i, arn))
@@ -62,17 +62,17 @@ class Steps(AwsSteps):
                 if i in self.aws.asg.groups[name]["members"] and self.aws.asg.lifecycle(name, i) != "Standby" and self.plan.get(i, {}).get("standby"):
                     self.serving_at_patch.append((i, name))
         return [{"instance_id": i, "command_id": None if check_mode else "cmd-1",
-                 "outcome": "would_run" if check_mode else self.plan.get(i, {}).get("patch", "success")} for i in p["instance_ids"]]
+                 "outcome": "would_run" if check_mode else self.plan.get(i, {}).get("patch", "success")} for i in params["instance_ids"]]
 
-    def restore(self, clients, p, check_mode):
-        ids = [t["instance_id"] for t in p["instances"]]
+    def restore(self, clients, params, check_mode):
+        ids = [t["instance_id"] for t in params["instances"]]
         self.log.append(("rollback", ids))
         for i in ids:
             self.aws.elb.unhealthy.discard(i)  # the pre-patch image serves again
         return [{"instance_id": t["instance_id"], "image_id": t["image_id"], "task_id": "replacevol-1", "status": "succeeded",
-                 "error": None} for t in p["instances"]]
+                 "error": None} for t in params["instances"]]
 
-    def tag(self, clients, ids, tags):
+    def tag(self, clients, resource_ids, tags):
         pass
 
 

@@ -35,13 +35,13 @@ def held_entries(hosts, hostvars, run_id, gate, wave=None):
             continue
         if tags.get(T.RUN_ID) == run_id and tags.get(T.LAST_PATCH_STATUS) == "patched":
             continue
-        entries.append(gates.held_entry(instance_id, gate["verdict"], gate.get("alarm_name"), wave))
+        entries.append(gates.held_entry(instance_id, gate["verdict"], gate.get("alarm_name"), wave, gate.get("target_group")))
     return entries
 
 
-def bake_rollback_entries(restored, alarm_name):
-    """Report entries of the instances a bake's alarm rolled back (ssm_patch_wave mode=restore results)."""
-    return gates.bake_rollback_entries(restored, alarm_name)
+def bake_rollback_entries(restored, alarm_name, target_group=None):
+    """Report entries of the instances a bake's alarm (or unhealthy target in `target_group`) rolled back (ssm_patch_wave mode=restore results)."""
+    return gates.bake_rollback_entries(restored, alarm_name, target_group)
 
 
 def approval_reason(hold, canary_ended_at=None, approval_timeout=0):

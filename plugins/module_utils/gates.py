@@ -8,8 +8,12 @@
   alarm must exist, so a typo cannot switch the gate off. INSUFFICIENT_DATA is an alarm only when asked for.
 - Stop switch: one SSM String parameter in the controller's default account and region. The value `stop` stops the
   run; a missing parameter (GetParameter: ParameterNotFound) means go.
-- Verdicts: `alarm` (with the alarm's name) wins over `stop`; `unreadable` when a gate cannot be read (the run does
-  not go on blind).
+- Target health (during the bake only): DescribeTargetHealth per serving target group with the wave's patched targets
+  (capacity.Capacity.target_states), per account and region. A target in `unhealthy` is `bake_unhealthy`; `initial`
+  (registration still checking) and `draining` are not (ELBv2 user guide, "Health checks for Application Load Balancer
+  target groups": target health status).
+- Verdicts: `alarm` (with the alarm's name) wins over `bake_unhealthy` (with the target group's name), which wins over
+  `stop`; `unreadable` when a gate cannot be read (the run does not go on blind).
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ import time
 from datetime import datetime, timezone
 
 from ansible_collections.cms.patching.plugins.module_utils.batching import chunked
+from ansible_collections.cms.patching.plugins.module_utils.capacity import Capacity, serving_groups, tg_name
 from ansible_collections.cms.patching.plugins.module_utils.errors import PatchingError, aws_error_message, error_code, is_aws_error
 
 ALARM_TYPES = ["MetricAlarm", "CompositeAlarm"]
 NAMES_PER_CALL = 100  # DescribeAlarms AlarmNames: at most 100 items
 STOP_VALUE = "stop"
 DEFAULT_STOP_PARAMETER = "/cms-patching/stop"
-VERDICTS = ("go", "alarm", "stop", "unreadable")
+VERDICTS = ("go", "alarm", "bake_unhealthy", "stop", "unreadable")
 ENTRY_KEYS = ("name", "region", "role_arn", "external_id")
 
 
@@ -111,11 +116,53 @@ def set_stop(ssm, name, stop, check_mode=False):
     return {"changed": changed, "stop_value": value, "previous": previous}
 
 
-def decide(alarms, stop_value, on_missing_data=False):
-    """The verdict of one read: {verdict, alarm_name, firing}. An alarm wins over the stop switch (it may roll back)."""
+def target_partitions(instances):
+    """{(region, role_arn, external_id): {arn: [(iid, port)]}}: the instances' serving targets, per account and region."""
+    parts = {}
+    for inst in instances or []:
+        key = (inst.get("region") or None, inst.get("role_arn") or None, inst.get("external_id") or None)
+        for group in serving_groups(inst):
+            targets = parts.setdefault(key, {}).setdefault(group["arn"], [])
+            if (inst["instance_id"], group.get("port")) not in targets:
+                targets.append((inst["instance_id"], group.get("port")))
+    return parts
+
+
+def first_unhealthy(states):
+    """(target group name, instance id) of the first target in `unhealthy`, or None; `initial` and `draining` are not."""
+    for (arn, iid), (state, _reason) in sorted(states.items()):
+        if state == "unhealthy":
+            return tg_name(arn), iid
+    return None
+
+
+class _Clients:
+    """capacity.Capacity's `clients.get(service)` over client_for, for one account and region."""
+
+    def __init__(self, client_for, key):
+        self.client_for, self.key = client_for, key
+
+    def get(self, service):
+        return self.client_for(service, *self.key)
+
+
+def read_target_health(client_for, partitions, default_region):
+    """{(arn, iid): (state, reason)} of every partition, through capacity's batched DescribeTargetHealth reader."""
+    states = {}
+    for (region, role_arn, external_id), by_tg in sorted(partitions.items(), key=lambda kv: tuple(str(k) for k in kv[0])):
+        cap = Capacity(_Clients(client_for, (region or default_region, role_arn, external_id)), time.monotonic, time.sleep, 0)
+        states.update(cap.target_states(by_tg))
+    return states
+
+
+def decide(alarms, stop_value, on_missing_data=False, unhealthy=None):
+    """The verdict of one read: {verdict, alarm_name, firing}. An alarm, then an unhealthy target (both roll back the
+    wave), win over the stop switch. `unhealthy` is (target group name, instance id) or None."""
     firing = [a["name"] for a in alarms if is_firing(a, on_missing_data)]
     if firing:
         return {"verdict": "alarm", "alarm_name": firing[0], "firing": firing}
+    if unhealthy:
+        return {"verdict": "bake_unhealthy", "alarm_name": None, "firing": [], "target_group": unhealthy[0], "unhealthy_instance": unhealthy[1]}
     if (stop_value or "").strip().lower() == STOP_VALUE:
         return {"verdict": "stop", "alarm_name": None, "firing": []}
     return {"verdict": "go", "alarm_name": None, "firing": []}
@@ -124,8 +171,9 @@ def decide(alarms, stop_value, on_missing_data=False):
 class GateReader:
     """One read of every gate. client_for(service, region, role_arn, external_id) gives a boto3 client."""
 
-    def __init__(self, client_for, alarms, prefix, default_region, stop_parameter, on_missing_data=False):
+    def __init__(self, client_for, alarms, prefix, default_region, stop_parameter, on_missing_data=False, targets=None):
         self.client_for = client_for
+        self.partitions = target_partitions(targets)  # the wave's patched instances (bake only)
         self.groups = alarm_groups(alarms, default_region)
         self.prefix = prefix
         self.default_region = default_region
@@ -158,6 +206,7 @@ class GateReader:
         try:
             alarms = self.alarms()
             stop = read_stop(self.client_for("ssm", self.default_region, None, None), self.stop_parameter) if self.stop_parameter else None
+            unhealthy = first_unhealthy(read_target_health(self.client_for, self.partitions, self.default_region)) if self.partitions else None
         except PatchingError as e:
             return {"verdict": "unreadable", "alarm_name": None, "firing": [], "alarms": [], "stop_value": None, "error": str(e)}
         except Exception as e:  # pylint: disable=broad-except
@@ -165,7 +214,7 @@ class GateReader:
                 raise
             return {"verdict": "unreadable", "alarm_name": None, "firing": [], "alarms": [], "stop_value": None,
                     "error": aws_error_message(e, "reading the gates")}
-        return dict(decide(alarms, stop, self.on_missing_data), alarms=alarms, stop_value=stop, error=None)
+        return dict(decide(alarms, stop, self.on_missing_data, unhealthy), alarms=alarms, stop_value=stop, error=None)
 
 
 def watch(read, bake_time, poll_interval, clock=time.monotonic, sleep=time.sleep):
@@ -188,7 +237,7 @@ def watch(read, bake_time, poll_interval, clock=time.monotonic, sleep=time.sleep
 
 # The report's reason for the instances a gate leaves unpatched (docs/report-schema.md).
 # approval_*: the operator's answer after the canary (a pause on the command line, an AWX approval node).
-REASONS = {"alarm": "alarm", "stop": "stopped_by_operator", "unreadable": "gate_unreadable",
+REASONS = {"alarm": "alarm", "bake_unhealthy": "bake_unhealthy", "stop": "stopped_by_operator", "unreadable": "gate_unreadable",
            "approval_denied": "approval_denied", "approval_timeout": "approval_timeout"}
 
 
@@ -220,24 +269,28 @@ def wave_selected(number, waves):
     return any(first <= int(number) and (last is None or int(number) <= last) for first, last in parse_waves(waves))
 
 
-def held_entry(instance_id, verdict, alarm_name=None, wave=None):
+def held_entry(instance_id, verdict, alarm_name=None, wave=None, target_group=None):
     """Report entry of an instance a gate leaves unpatched."""
     entry = {"instance_id": instance_id, "final_status": "not_patched", "reason": REASONS[verdict]}
     if verdict == "alarm":
         entry["alarm_name"] = alarm_name
+    if verdict == "bake_unhealthy":
+        entry["target_group"] = target_group
     if wave is not None:
         entry["stop_wave"] = int(wave)
     return entry
 
 
-def bake_rollback_entries(restored, alarm_name):
-    """Report entries of the instances rolled back because an alarm fired during the bake (ssm_patch_wave mode=restore
-    results): `rolled_back` with reason `alarm`, or `failed` (rollback_failed); the wave's own step times are kept."""
+def bake_rollback_entries(restored, alarm_name, target_group=None):
+    """Report entries of the instances rolled back because an alarm fired (or, with `target_group`, a target turned
+    unhealthy) during the bake (ssm_patch_wave mode=restore results): `rolled_back` with reason `alarm` (or
+    `bake_unhealthy`), or `failed` (rollback_failed); the wave's own step times are kept."""
     entries = []
     for result in restored or []:
-        entry = {"instance_id": result["instance_id"], "rollback": result.get("rollback"), "alarm_name": alarm_name}
+        entry = {"instance_id": result["instance_id"], "rollback": result.get("rollback")}
+        entry.update({"target_group": target_group} if target_group else {"alarm_name": alarm_name})
         if result.get("final_status") == "rolled_back":
-            entry.update(final_status="rolled_back", reason="alarm")
+            entry.update(final_status="rolled_back", reason="bake_unhealthy" if target_group else "alarm")
         elif result.get("final_status") == "failed":
             entry.update(final_status="failed", reason=result.get("reason") or "rollback_failed")
         entries.append(entry)

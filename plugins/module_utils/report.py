@@ -28,10 +28,10 @@ SCHEMA_VERSION = 2
 FINAL_STATUSES = ("skipped", "discovered", "backed_up", "not_patched", "patched", "failed", "rolled_back")
 PHASES = ("discovery", "backup", "patch", "services", "validation", "rollback")
 # Why an instance ends not_patched: reason codes only, so the CSV stays well formed (an alarm's name is in alarm_name).
-GATE_STOPS = ("alarm", "stopped_by_operator", "approval_denied", "approval_timeout", "gate_unreadable")  # a gate stopped the waves
+GATE_STOPS = ("alarm", "bake_unhealthy", "stopped_by_operator", "approval_denied", "approval_timeout", "gate_unreadable")  # a gate stopped the waves
 # Decided by the report itself from the waves it saw (no step of the instance said anything), and so re-decided at each write.
 DERIVED_REASONS = ("stopped_by_max_fail", "not_reached")
-STOP_FIELDS = ("alarm_name", "stop_wave", "derived")
+STOP_FIELDS = ("alarm_name", "target_group", "stop_wave", "derived")
 # Steps in the order an instance goes through them (the wave engine's, and the backup phase's own).
 STEP_ORDER = ("backup", "gate", "standby", "drain", "precheck", "patch", "restart", "health", "register", "rollback")
 CSV_STEPS = ("backup", "patch", "restart", "health", "rollback")
@@ -242,8 +242,9 @@ def run_stop(report, waves):
     if gated:
         first = gated[0]
         stop = {"reason": first["reason"], "wave": first.get("stop_wave") or first.get("wave"), "during_bake": first["final_status"] == "rolled_back"}
-        if first.get("alarm_name"):
-            stop["alarm_name"] = first["alarm_name"]
+        for key in ("alarm_name", "target_group"):
+            if first.get(key):
+                stop[key] = first[key]
         return stop
     for record in waves:
         if record.get("stopped"):
@@ -301,8 +302,9 @@ def mark_not_patched(entry, stop):
     if stop and stop["reason"] in ("stopped_by_max_fail",) + GATE_STOPS:
         entry["reason"] = stop["reason"]
         entry["stop_wave"] = stop.get("wave")
-        if stop.get("alarm_name"):
-            entry["alarm_name"] = stop["alarm_name"]
+        for key in ("alarm_name", "target_group"):
+            if stop.get(key):
+                entry[key] = stop[key]
     else:
         entry["reason"] = "not_reached"
 
@@ -342,6 +344,9 @@ def headline(report):
         if stop.get("during_bake"):
             return f"Stopped by alarm {name} during the bake of wave {wave}: the wave was rolled back; {left} (alarm)."
         return f"Stopped before wave {wave}: alarm {name} was in ALARM; {left} (alarm)."
+    if reason == "bake_unhealthy":
+        return f"Stopped during the bake of wave {wave}: a target in target group {stop.get('target_group') or '(unnamed)'} turned " \
+               f"unhealthy, and the wave was rolled back; {left} (bake_unhealthy)."
     if reason == "stopped_by_operator":
         return f"Stopped by the operator (stop parameter) before wave {wave}; {left} (stopped_by_operator)."
     if reason in ("approval_denied", "approval_timeout"):

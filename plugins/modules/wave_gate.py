@@ -21,6 +21,10 @@ description:
     O(fail_on_unreadable=false) returns the verdict V(unreadable) and the error."
   - "With O(bake_time) above 0 the gates are watched: read every O(poll_interval) seconds until one says stop, and at
     least once at or after O(bake_time) seconds. Check mode reads once and does not wait."
+  - "With O(targets) (the wave's patched instances), each read also asks C(DescribeTargetHealth) of their target groups
+    (not those discovery found C(unused)), one call per target group with the wave's targets, per account and region.
+    A target in C(unhealthy) (not C(initial) nor C(draining)) gives the verdict V(bake_unhealthy) and the target group's
+    name in RV(target_group); an alarm still wins."
   - Only reads, unless O(set_stop) is given (C(playbooks/stop.yml)).
   - "O(set_stop=true) sets the stop switch to C(stop), O(set_stop=false) back to C(go) (C(PutParameter) with C(Overwrite));
     nothing else is read then. Check mode reads the parameter and reports whether it would change."
@@ -53,6 +57,13 @@ options:
     description: Seconds between two reads while watching.
     type: float
     default: 10
+  targets:
+    description:
+      - "Instances whose target health is watched: dicts with C(instance_id), C(region), C(role_arn), C(external_id) and
+        C(target_groups) (discovery's, as in M(cms.patching.ssm_patch_wave)'s O(cms.patching.ssm_patch_wave#module:instances))."
+    type: list
+    elements: dict
+    default: []
   fail_on_unreadable:
     description: Fail when a gate cannot be read or a configured alarm does not exist; V(false) returns the verdict V(unreadable).
     type: bool
@@ -89,13 +100,21 @@ EXAMPLES = r"""
 
 RETURN = r"""
 verdict:
-  description: "V(go), V(alarm), V(stop) or V(unreadable) (only with O(fail_on_unreadable=false))."
+  description: "V(go), V(alarm), V(bake_unhealthy), V(stop) or V(unreadable) (only with O(fail_on_unreadable=false))."
   returned: always
   type: str
   sample: alarm
 alarm_name:
   description: The first alarm found firing (null unless V(alarm)).
   returned: always
+  type: str
+target_group:
+  description: The target group in which a target was found C(unhealthy) (with V(bake_unhealthy)).
+  returned: with V(bake_unhealthy)
+  type: str
+unhealthy_instance:
+  description: The instance whose target was found C(unhealthy) (with V(bake_unhealthy)).
+  returned: with V(bake_unhealthy)
   type: str
 firing:
   description: Every alarm found firing by the last read.
@@ -151,7 +170,8 @@ def read_gates(module):
             sessions[key] = AwsSession(module, region, role_arn, "cms-patching-gate", external_id)
         return sessions[key].client(service)
 
-    reader = GateReader(client_for, alarms, prefix, AwsSession(module).region, params["stop_parameter"], params["alarm_on_missing_data"])
+    reader = GateReader(client_for, alarms, prefix, AwsSession(module).region, params["stop_parameter"], params["alarm_on_missing_data"],
+                        params["targets"])
     bake_time = 0 if module.check_mode else params["bake_time"]
     result = watch(reader.read, bake_time, params["poll_interval"])
     if result["verdict"] == "unreadable" and params["fail_on_unreadable"]:
@@ -167,6 +187,7 @@ def main():
         stop_parameter=dict(type="str", default="/cms-patching/stop"),
         bake_time=dict(type="int", default=0),
         poll_interval=dict(type="float", default=10),
+        targets=dict(type="list", elements="dict", default=[]),
         fail_on_unreadable=dict(type="bool", default=True),
         set_stop=dict(type="bool"),
     )

@@ -190,3 +190,82 @@ def test_the_approval_reason_a_failure_path_records():
     assert gates.approval_reason("approval_not_given", None, 14400, now=at) == "approval_denied"
     assert gates.approval_reason("approval_not_given", ended, 0, now=at) == "approval_denied"
     assert gates.approval_reason("approval_timeout") == "approval_timeout"
+
+
+class FakeElb:
+    """DescribeTargetHealth with Targets: the states of the targets asked for, in that target group only."""
+
+    def __init__(self, health):
+        self.health = health  # {(arn, iid): state}
+        self.calls = []
+
+    def describe_target_health(self, TargetGroupArn, Targets=None):
+        self.calls.append((TargetGroupArn, sorted(t["Id"] for t in Targets or [])))
+        return {"TargetHealthDescriptions": [
+            {"Target": dict(t), "TargetHealth": {"State": self.health[(TargetGroupArn, t["Id"])], "Reason": "Target.FailedHealthChecks"}}
+            for t in Targets or [] if (TargetGroupArn, t["Id"]) in self.health]}
+
+
+TG_WEB = "arn:aws:elasticloadbalancing:us-east-1:111111111111:targetgroup/web/abc"
+TG_API = "arn:aws:elasticloadbalancing:us-east-1:111111111111:targetgroup/api/def"
+TG_IDLE = "arn:aws:elasticloadbalancing:us-east-1:111111111111:targetgroup/idle/fed"
+
+
+def _instance(iid, groups, region="us-east-1", role_arn=""):
+    return {"instance_id": iid, "region": region, "role_arn": role_arn, "external_id": "",
+            "target_groups": [{"arn": arn, "name": arn.split("/")[-2], "port": 80, "state": state} for arn, state in groups]}
+
+
+def target_reader(elbs, targets, alarms=None, stop_params=None):
+    """A GateReader over one FakeElb per (region, role_arn); alarms {name: state} and the stop switch fakes as above."""
+    cw = FakeCloudWatch({n: ("MetricAlarm", s) for n, s in (alarms or {}).items()})
+    ssm = FakeSsm(stop_params or {})
+    seen = []
+
+    def client_for(service, region, role_arn, external_id):
+        seen.append((service, region, role_arn))
+        return elbs[(region, role_arn)] if service == "elbv2" else {"cloudwatch": cw, "ssm": ssm}[service]
+    r = gates.GateReader(client_for, gates.normalise_alarms(list(alarms or {})), "", "us-east-1", "/cms-patching/stop", targets=targets)
+    r.seen = seen
+    return r
+
+
+def test_an_unhealthy_target_during_the_bake_is_bake_unhealthy_with_its_target_group():
+    elb = FakeElb({(TG_WEB, "i-1"): "healthy", (TG_WEB, "i-2"): "healthy", (TG_API, "i-2"): "unhealthy"})
+    targets = [_instance("i-1", [(TG_WEB, "healthy")]), _instance("i-2", [(TG_WEB, "healthy"), (TG_API, "healthy")])]
+    state = target_reader({("us-east-1", None): elb}, targets).read()
+    assert (state["verdict"], state["target_group"], state["unhealthy_instance"]) == ("bake_unhealthy", "api", "i-2")
+    # batched: one call per target group with every wave target in it
+    assert sorted(elb.calls) == [(TG_API, ["i-2"]), (TG_WEB, ["i-1", "i-2"])]
+
+
+@pytest.mark.parametrize("state", ["initial", "draining", "healthy", "unused"])
+def test_initial_draining_and_healthy_targets_are_not_unhealthy(state):
+    elb = FakeElb({(TG_WEB, "i-1"): state})
+    assert target_reader({("us-east-1", None): elb}, [_instance("i-1", [(TG_WEB, "healthy")])]).read()["verdict"] == "go"
+
+
+def test_unused_target_groups_are_not_read_and_other_accounts_use_their_own_clients():
+    role = "arn:aws:iam::222222222222:role/patch"
+    home, other = FakeElb({(TG_IDLE, "i-1"): "unhealthy"}), FakeElb({(TG_WEB, "i-9"): "unhealthy"})
+    targets = [_instance("i-1", [(TG_IDLE, "unused")]), _instance("i-9", [(TG_WEB, "healthy")], "eu-west-1", role)]
+    r = target_reader({("us-east-1", None): home, ("eu-west-1", role): other}, targets)
+    state = r.read()
+    assert (state["verdict"], state["unhealthy_instance"]) == ("bake_unhealthy", "i-9")
+    assert home.calls == [] and other.calls == [(TG_WEB, ["i-9"])]
+    assert ("elbv2", "eu-west-1", role) in r.seen
+
+
+def test_an_alarm_wins_over_an_unhealthy_target_which_wins_over_the_stop_switch():
+    elb = FakeElb({(TG_WEB, "i-1"): "unhealthy"})
+    targets = [_instance("i-1", [(TG_WEB, "healthy")])]
+    assert target_reader({("us-east-1", None): elb}, targets, alarms={"web-5xx": "ALARM"}).read()["verdict"] == "alarm"
+    assert target_reader({("us-east-1", None): elb}, targets, stop_params={"/cms-patching/stop": "stop"}).read()["verdict"] == "bake_unhealthy"
+
+
+def test_bake_unhealthy_entries_name_the_target_group():
+    held = gates.held_entry("i-3", "bake_unhealthy", None, 2, "api")
+    assert held == {"instance_id": "i-3", "final_status": "not_patched", "reason": "bake_unhealthy", "target_group": "api", "stop_wave": 2}
+    restored = [{"instance_id": "i-1", "final_status": "rolled_back", "rollback": {"status": "succeeded"}}]
+    entry = gates.bake_rollback_entries(restored, None, "api")[0]
+    assert (entry["final_status"], entry["reason"], entry["target_group"], "alarm_name" in entry) == ("rolled_back", "bake_unhealthy", "api", False)

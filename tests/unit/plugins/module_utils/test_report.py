@@ -223,6 +223,18 @@ def test_an_alarm_during_the_bake_is_a_rolled_back_wave():
     assert rep["waves"][0]["counts"] == {"rolled_back": 1}
 
 
+def test_an_unhealthy_target_during_the_bake_is_a_rolled_back_wave_with_its_target_group():
+    rep = backup_phase(3)
+    rep = R.merge_report(rep, RUN, [wave_entry(0, "patched")], "patching", wave_arg([0], range(3), [1]), now=T0)
+    rep = R.merge_report(rep, RUN, [{"instance_id": iid(0), "final_status": "rolled_back", "reason": "bake_unhealthy", "target_group": "web"}],
+                         "patching", now=T0)
+    assert rep["headline"] == "Stopped during the bake of wave 1: a target in target group web turned unhealthy, and the wave was " \
+                              "rolled back; 2 instances not patched (bake_unhealthy)."
+    assert (rep["stop"]["reason"], rep["stop"]["target_group"], rep["stop"]["during_bake"]) == ("bake_unhealthy", "web", True)
+    assert {(e["final_status"], e["reason"], e["target_group"]) for e in by_id(rep).values()} == {
+        ("rolled_back", "bake_unhealthy", "web"), ("not_patched", "bake_unhealthy", "web")}
+
+
 def test_capacity_asg_and_preflight_reasons_are_kept():
     rep = R.merge_report(None, RUN, [eligible(0), dict(eligible(1), discovery={"eligible": False, "reasons": ["capacity_budget"]}),
                                      eligible(2), eligible(3)], "discovery", now=T0)

@@ -123,7 +123,12 @@ def surface(sim_url, tmp_path_factory):
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
     outputs.append(listing.stdout + listing.stderr)
     assert listing.returncode == 0, listing.stderr[-2000:]
-    site = play("playbooks/patch.yml", f"sec-{marker}")
+    # The gates (issue 18): an alarm in OK gates each wave, so cloudwatch:DescribeAlarms is called under the policy.
+    alarm = f"sec-gate-{marker}"
+    seeder.client("cloudwatch").put_metric_alarm(AlarmName=alarm, MetricName="5xx", Namespace="App", Statistic="Sum", Period=60,
+                                                 EvaluationPeriods=1, Threshold=1, ComparisonOperator="GreaterThanThreshold")
+    seeder.client("cloudwatch").set_alarm_state(AlarmName=alarm, StateValue="OK", StateReason="baseline")
+    site = play("playbooks/patch.yml", f"sec-{marker}", extra={"cms_patching_alarms": [alarm]})
     assert "rolled_back" in site.stdout, site.stdout[-3000:]
     web = next(i["instance_id"] for i in instances if i["name"] == "web-001")
     assert play("playbooks/rollback.yml", f"secrb-{marker}", limit=web).returncode == 0, outputs[-1][-3000:]

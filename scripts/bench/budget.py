@@ -44,6 +44,7 @@ STEPS = 2                       # command steps per wave: pre-check and patch (r
 PER_WAVE = 1 + 1 + 1
 LOCK_BATCH = 10             # GetParameters and DeleteParameters take at most 10 names
 PER_RUN = 2                     # sts:GetCallerIdentity + iam:ListAccountAliases (aws_caller_info, once per invocation)
+PREFLIGHT_COMMANDS = 2          # the pre-flight free-space command, one per platform (Linux, Windows) per account and region
 TOPOLOGY_PER_REGION = 1         # DescribeTargetGroups when the region has no target group (else topology())
 ELB_PAGE = 400                  # DescribeTargetGroups / DescribeLoadBalancers PageSize maximum
 BACKUP_PER_200 = 1 + 3 + 2 + 1  # DescribeImages (reuse lookup), DescribeImages polls, DescribeSnapshots, CreateTags verified
@@ -118,6 +119,11 @@ def full_run(n, sizes=None, platforms=2, agent_checks=AGENT_CHECKS, target_group
             for w in sizes),
         "per wave (gate DescribeImages, CreateTags, stop switch GetParameter)": PER_WAVE * len(sizes),
         "per run (caller identity)": PER_RUN,
+        # Issue 18's pre-flight in the backup play, per account and region (module_utils/preflight.py): the free-space
+        # command per platform with its polls, the agent versions (DII per 50), the volumes and instance types read for
+        # the KMS and instance-store checks, and the two Service Quotas reads.
+        "pre-flight (per account and region)": PREFLIGHT_COMMANDS * (PER_BATCH["precheck"] + POLLS) + math.ceil(n / SSM_BATCH)
+        + 2 * math.ceil(n / PAGE) + 2,
         # The run lock (issue 9): SSM has no batched compare-and-set, so one PutParameter per instance; the backup play
         # reads the locks first (GetParameters per 10) and each wave releases its own (GetParameters + DeleteParameters per 10).
         "run locks (PutParameter per instance, Get/DeleteParameters per 10)": n + math.ceil(n / LOCK_BATCH)
@@ -131,7 +137,7 @@ def linear_form(platforms=2, agent_checks=AGENT_CHECKS):
     per_batch = PER_BATCH["precheck"] + PER_BATCH["patch"] + agent_checks
     # ListCommands pages per poll: ceil(commands/50), with commands <= w/50 + platforms (pre-check) and <= w/50 + 1 (patch).
     polls_a, polls_b = POLLS * STEPS / SSM_BATCH ** 2, POLLS * (STEPS + (platforms + 1) / SSM_BATCH)
-    a = 1 + 3 / SSM_BATCH + 2 / PAGE + BACKUP_PER_200 / EC2_BATCH + per_batch / SSM_BATCH + polls_a + 1 + 3 / LOCK_BATCH
+    a = 1 + 4 / SSM_BATCH + 4 / PAGE + BACKUP_PER_200 / EC2_BATCH + per_batch / SSM_BATCH + polls_a + 1 + 3 / LOCK_BATCH
     b = per_batch + PER_BATCH["precheck"] * (platforms - 1) + polls_b + PER_WAVE + 2 + 1  # + the wave plan's tag
-    c = 3 + 2 + BACKUP_PER_200 + PER_RUN + 1 + TOPOLOGY_PER_REGION
+    c = 3 + 2 + BACKUP_PER_200 + PER_RUN + 1 + TOPOLOGY_PER_REGION + PREFLIGHT_COMMANDS * (PER_BATCH["precheck"] + POLLS) + 3 + 2
     return round(a, 4), b, c

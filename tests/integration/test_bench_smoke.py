@@ -47,8 +47,9 @@ def test_full_run_of_50_stays_within_the_call_budget(sim, tmp_path):
     topology = terms["discovery topology (DescribeTargetGroups pages, DescribeLoadBalancers pages, DescribeTargetHealth per group)"]
     a, b, c = budget.linear_form()
     assert calls["ec2:CreateImage"] == N
-    # Per wave (each below 50 instances here): one patch command, and one pre-check command per platform in the wave.
-    assert 2 * len(sizes) <= calls["ssm:SendCommand"] <= 3 * len(sizes)
+    # Per wave (each below 50 instances here): one patch command, and one pre-check command per platform in the wave;
+    # and the backup play's pre-flight free-space check (issue 18), one command per platform.
+    assert 2 * len(sizes) <= calls["ssm:SendCommand"] <= 3 * len(sizes) + budget.PREFLIGHT_COMMANDS
     total = sum(calls.values())
     assert total <= sum(terms.values()), json.dumps({"total": total, "calls": calls, "budget": terms}, sort_keys=True)
     assert total <= a * N + b * len(sizes) + c + topology - budget.TOPOLOGY_PER_REGION

@@ -92,7 +92,8 @@ def test_no_target_group_below_budget_during_a_full_run(sim, tmp_path):
     # The poller saw the whole run, draining included, and never a group below its floor.
     assert len(poller.samples) > 50 and not poller.errors, (len(poller.samples), poller.errors[:3])
     lowest = {name: min(s[name] for s in poller.samples) for name in (web, app)}
-    assert all(low < 6 for low in lowest.values()), lowest  # each group was drained at some point
+    # That each group was drained is asserted from the report and the calls below: a poll may fall between two short
+    # drains on a loaded machine, so the samples are not asked to show one.
     assert all(low >= FLOOR for low in lowest.values()), lowest
 
     _report, entries = read_report(tmp_path / "reports", run_id)

@@ -193,8 +193,10 @@ def test_a_wave_over_fifty_instances_is_split_into_batches_of_fifty(sim, tmp_pat
     assert calls.get("ssm:GetCommandInvocation", 0) == 0
     # The run lock costs one PutParameter per instance (SSM has no batched compare-and-set); the rest is batched.
     assert calls["ssm:PutParameter"] == len(instances)
-    # Polls depend on timing; the exact budget is asserted by test_bench_smoke.py.
-    assert (sum(calls.values()) - calls["ssm:PutParameter"]) / len(instances) < 1.5
+    # Polls depend on timing; the exact budget is asserted by test_bench_smoke.py. Discovery reads every target group of
+    # the region (issue 17), and other tests' groups in the shared simulator count: test_bench_smoke asserts that term.
+    topology = sum(n for action, n in calls.items() if action.startswith("elasticloadbalancing:"))
+    assert (sum(calls.values()) - calls["ssm:PutParameter"] - topology) / len(instances) < 1.5
 
 
 def test_no_wave_starts_after_the_deadline(sim, tmp_path):

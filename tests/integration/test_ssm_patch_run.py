@@ -66,7 +66,8 @@ def test_each_fault_ends_as_its_outcome_and_the_rest_are_compliant(sim):
                                  "delivery_timed_out": 2, "reboot_timeout": 2}
     calls = sim.stats()["calls"]
     assert calls["ssm:SendCommand"] == 1
-    assert sim.stats()["mutating"] == {"ssm:SendCommand": 1, "ssm:CancelCommand": 1}  # the hung reboots' invocations
+    # The hung reboots: one batched RebootInstances (agent recovery, default [reboot]), then their invocations cancelled.
+    assert sim.stats()["mutating"] == {"ssm:SendCommand": 1, "ec2:RebootInstances": 1, "ssm:CancelCommand": 1}
     ssm = sim.client("ssm")
     cmd = ssm.list_commands(CommandId=result["commands"][0]["command_id"])["Commands"][0]
     assert cmd["Comment"] == result["commands"][0]["comment"] and cmd["Comment"].startswith("cms-patching run-int patch ")

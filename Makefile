@@ -38,7 +38,7 @@ sanity: setup
 
 # No test asserts a wall-clock figure (speed is measured by `make bench`), so the whole suite runs in parallel.
 pytest: setup
-	$(BIN)/python -m pytest -n 2 tests
+	$(BIN)/python -m pytest -n 2 --durations=30 tests
 
 # The whole suite, exactly what CI runs (.ci/run). pytest goes last so its summary line ends the output.
 test: setup lint sanity pytest

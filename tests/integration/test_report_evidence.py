@@ -33,9 +33,15 @@ def stopped_run(sim_url, tmp_path_factory):
     sim = Sim(sim_url)
     sim.configure(**FAST)
     tag = f"evidence-{uuid.uuid4().hex[:8]}"
-    groups = [{"count": 5, "name_prefix": "ok"}, {"count": 1, "name_prefix": "bad", "faults": ["patch-fail"]},
-              {"count": 1, "name_prefix": "off", "faults": ["ssm-offline"]}, {"count": 1, "name_prefix": "amifail", "faults": ["ami-fail"]}]
+    groups = [{"count": 6, "name_prefix": "ok"}, {"count": 1, "name_prefix": "off", "faults": ["ssm-offline"]},
+              {"count": 1, "name_prefix": "amifail", "faults": ["ami-fail"]}]
     instances = sim.seed({"region": "us-east-1", "tags": {"cms-test": tag}, "groups": groups})
+    # The plan takes hosts in instance-id order, and ids are random: the failing instance is the ok one with the lowest
+    # id, so it lands in wave 1 or 2 of [1], [2], [2], [2] and later waves are always left to stop (the simulator reads
+    # the sim:fault tag when the command runs).
+    bad = min(i["instance_id"] for i in instances if i["name"].startswith("ok"))
+    sim.client("ec2").create_tags(Resources=[bad], Tags=[{"Key": "Name", "Value": "bad-001"}, {"Key": "sim:fault", "Value": "patch-fail"}])
+    instances = [dict(i, name="bad-001") if i["instance_id"] == bad else i for i in instances]
     workdir = tmp_path_factory.mktemp("evidence")
     run_id = f"evidence-{uuid.uuid4().hex[:8]}"
     extra = dict(FAST_VARS, cms_patching_run_id=run_id, cms_patching_report_dir=str(workdir / "reports"),

@@ -104,7 +104,9 @@ def surface(sim_url, tmp_path_factory):
         "accounts": [{"role_arn": f"arn:aws:iam::{OTHER_ACCOUNT}:role/cms-patching"}], "include_default_account": True}))
     env = dict(sim.env, AWS_SESSION_TOKEN=token)
     reports = work / "reports"
-    common = {"cms_patching_report_dir": str(reports), "cms_patching_serial": [1, "50%"], "cms_patching_max_fail_percentage": 100,
+    # No canary of one: the plan takes hosts in (random) instance-id order, and Ansible ends the play when a whole batch
+    # fails whatever max_fail_percentage says, so a failing canary (unhealthy) would leave the later waves' paths uncalled.
+    common = {"cms_patching_report_dir": str(reports), "cms_patching_serial": [2, "50%"], "cms_patching_max_fail_percentage": 100,
               "patching_poll_interval": 0.2, "backup_poll_interval": 0.2, "cms_patching_report_s3_bucket": bucket,
               "patching_health_checks": ["echo healthy"], "patching_agent_recovery": ["reboot", "stop_start"],
               "patching_agent_online_timeout": 4, "patching_agent_check_interval": 0.5}

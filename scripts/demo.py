@@ -29,6 +29,29 @@ DEMO_FLEET = {
 }
 
 
+def last_wave_failure(fleet, url):
+    """Swap the flaky instance's identity (its Name, patch group, environment and patch-fail fault) with the eligible
+    instance the plan takes last, so every demo tells the same story.
+
+    The wave plan takes hosts in instance-id order and the simulator's ids are random: a failing canary would end the
+    night after one instance (Ansible ends the play when a whole batch fails), a failure in the middle would stop the
+    waves after it. In the last wave it is patched, fails, and is rolled back from its AMI. The simulator reads these
+    tags when the commands run.
+    """
+    import boto3  # pylint: disable=import-outside-toplevel
+    ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=url, aws_access_key_id="demo", aws_secret_access_key="demo")
+    flaky = next(i["instance_id"] for i in fleet if i["name"].startswith("flaky"))
+    last = max(i["instance_id"] for i in fleet if i["name"].split("-")[0] in ("web", "app", "win", "db", "flaky"))
+    if last == flaky:
+        return
+    keys = ("Name", "Patch Group", "Environment", "sim:fault", "sim:missing")
+    tags = {r["InstanceId"]: {t["Key"]: t["Value"] for t in r.get("Tags", []) if t["Key"] in keys}
+            for res in ec2.describe_instances(InstanceIds=[flaky, last])["Reservations"] for r in res["Instances"]}
+    for here, there in ((flaky, last), (last, flaky)):
+        ec2.delete_tags(Resources=[here], Tags=[{"Key": k} for k in keys])
+        ec2.create_tags(Resources=[here], Tags=[{"Key": k, "Value": v} for k, v in tags[there].items()])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("SIM_PORT", "5000")))
@@ -41,6 +64,7 @@ def main():
         for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_URL"):
             env.pop(name, None)
         fleet = seed(DEMO_FLEET, sim.url, access_key="demo", secret_key="demo")
+        last_wave_failure(fleet, sim.url)
         print(f"simulator at {sim.url}: seeded {len(fleet)} demo instances")
         cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "playbooks/patch.yml", "-i", "inventories/aws_ec2.yml",
                # The simulator's images and commands finish in a second: poll as often (real AWS keeps the defaults).

@@ -163,8 +163,11 @@ class Capacity:
                 errors[arn] = aws_error_message(e, f"elasticloadbalancing:{action.capitalize()}Targets", tg_name(arn))
         return errors
 
-    def target_states(self, by_tg):
-        """{(arn, iid): (state, reason)} from one DescribeTargetHealth per target group (asked for the wave's targets)."""
+    def target_states(self, by_tg, errors=None):
+        """{(arn, iid): (state, reason)} from one DescribeTargetHealth per target group (asked for the wave's targets).
+
+        A failed read leaves its target group out; `errors`, when given, gets {arn: one line} of each, for a reader that
+        must not take a read that saw nothing for healthy targets (the bake)."""
         states = {}
         for arn, targets in sorted(by_tg.items()):
             try:
@@ -173,6 +176,8 @@ class Capacity:
             except Exception as e:  # pylint: disable=broad-except
                 if not is_aws_error(e):
                     raise
+                if errors is not None:
+                    errors[arn] = aws_error_message(e, "elasticloadbalancing:DescribeTargetHealth", tg_name(arn))
                 continue  # a failed read is a poll that saw nothing: the wait goes on until its deadline
             for desc in found.get("TargetHealthDescriptions", []):
                 health = desc.get("TargetHealth") or {}

@@ -147,11 +147,22 @@ class _Clients:
 
 
 def read_target_health(client_for, partitions, default_region):
-    """{(arn, iid): (state, reason)} of every partition, through capacity's batched DescribeTargetHealth reader."""
-    states = {}
+    """{(arn, iid): (state, reason)} of every partition, through capacity's batched DescribeTargetHealth reader.
+
+    A read that failed (AWS error) or a wave target the answer did not describe leaves the bake blind: unless a target
+    was seen `unhealthy` (the wave rolls back anyway), PatchingError with the first in one line, so the verdict is
+    `unreadable`, never `go`. (The wave's own waits take such a read as a poll that saw nothing and poll on.)"""
+    states, blind = {}, []
     for (region, role_arn, external_id), by_tg in sorted(partitions.items(), key=lambda kv: tuple(str(k) for k in kv[0])):
         cap = Capacity(_Clients(client_for, (region or default_region, role_arn, external_id)), time.monotonic, time.sleep, 0)
-        states.update(cap.target_states(by_tg))
+        errors = {}
+        found = cap.target_states(by_tg, errors)
+        blind += [errors[arn] for arn in sorted(errors)]
+        blind += [f"elasticloadbalancing:DescribeTargetHealth gave no health for {iid} in target group {tg_name(arn)}"
+                  for arn, targets in sorted(by_tg.items()) if arn not in errors for iid, _port in targets if (arn, iid) not in found]
+        states.update(found)
+    if blind and not first_unhealthy(states):
+        raise PatchingError(blind[0] + (f" (and {len(blind) - 1} more)" if len(blind) > 1 else ""))
     return states
 
 

@@ -269,3 +269,59 @@ def test_bake_unhealthy_entries_name_the_target_group():
     restored = [{"instance_id": "i-1", "final_status": "rolled_back", "rollback": {"status": "succeeded"}}]
     entry = gates.bake_rollback_entries(restored, None, "api")[0]
     assert (entry["final_status"], entry["reason"], entry["target_group"], "alarm_name" in entry) == ("rolled_back", "bake_unhealthy", "api", False)
+
+
+# ---------------------------------------------------------------- a target-health read that fails is not a healthy one
+
+
+class FailingElb(FakeElb):
+    """FakeElb whose DescribeTargetHealth of some target groups fails with an AWS error (message over two lines)."""
+
+    def __init__(self, health, failing, code="AccessDenied"):
+        super().__init__(health)
+        self.failing, self.code = failing, code
+
+    def describe_target_health(self, TargetGroupArn, Targets=None):
+        if TargetGroupArn in self.failing:
+            self.calls.append((TargetGroupArn, sorted(t["Id"] for t in Targets or [])))
+            raise ClientError({"Error": {"Code": self.code, "Message": "not allowed\n  on this target group"}}, "DescribeTargetHealth")
+        return super().describe_target_health(TargetGroupArn, Targets)
+
+
+def test_a_failed_target_health_read_during_the_bake_is_unreadable_not_go():
+    # web answers healthy, api fails: before, the failed group was skipped and the verdict was go (a blind bake).
+    elb = FailingElb({(TG_WEB, "i-1"): "healthy"}, failing={TG_API})
+    targets = [_instance("i-1", [(TG_WEB, "healthy")]), _instance("i-2", [(TG_API, "healthy")])]
+    state = target_reader({("us-east-1", None): elb}, targets).read()
+    assert state["verdict"] == "unreadable", state
+    assert state["error"] == "elasticloadbalancing:DescribeTargetHealth failed for api: AccessDenied: not allowed on this target group"
+    assert gates.REASONS[state["verdict"]] == "gate_unreadable"
+
+
+def test_a_wave_target_the_read_does_not_describe_is_unreadable():
+    # DescribeTargetHealth answered, but without i-2 (asked for by Targets=): no word on it is no health.
+    elb = FakeElb({(TG_WEB, "i-1"): "healthy"})
+    targets = [_instance("i-1", [(TG_WEB, "healthy")]), _instance("i-2", [(TG_WEB, "healthy")])]
+    state = target_reader({("us-east-1", None): elb}, targets).read()
+    assert (state["verdict"], state["error"]) == ("unreadable", "elasticloadbalancing:DescribeTargetHealth gave no health for i-2 in target group web")
+
+
+def test_an_unhealthy_target_seen_is_enough_even_when_another_read_failed():
+    # i-1 unhealthy in web, api unreadable: what was seen already rolls the wave back (unreadable would only stop the run).
+    elb = FailingElb({(TG_WEB, "i-1"): "unhealthy"}, failing={TG_API}, code="Throttling")
+    targets = [_instance("i-1", [(TG_WEB, "healthy"), (TG_API, "healthy")])]
+    state = target_reader({("us-east-1", None): elb}, targets).read()
+    assert (state["verdict"], state["target_group"], state["unhealthy_instance"]) == ("bake_unhealthy", "web", "i-1")
+
+
+def test_the_waves_own_target_waits_still_take_a_failed_read_as_a_poll_that_saw_nothing():
+    from ansible_collections.cms.patching.plugins.module_utils.capacity import Capacity  # pylint: disable=import-outside-toplevel
+
+    class Clients:
+        def get(self, service):
+            assert service == "elbv2"
+            return elb
+
+    elb = FailingElb({(TG_WEB, "i-1"): "healthy"}, failing={TG_API})
+    cap = Capacity(Clients(), lambda: 0.0, lambda s: None, 0)
+    assert cap.target_states({TG_WEB: [("i-1", 80)], TG_API: [("i-1", 80)]}) == {(TG_WEB, "i-1"): ("healthy", "Target.FailedHealthChecks")}

@@ -37,7 +37,7 @@ STEP_ORDER = ("backup", "gate", "standby", "drain", "precheck", "patch", "restar
 CSV_STEPS = ("backup", "patch", "restart", "health", "rollback")
 CSV_FIELDS = ("instance_id", "name", "account_id", "region", "platform", "final_status", "reasons", "image_id",
               "backup_status", "patch_outcome", "missing_before", "missing_after", "validation_passed", "rollback_status",
-              "wave", "zone", "alarm_name") + tuple(f"{step}_{edge}" for step in CSV_STEPS for edge in ("started_at", "ended_at"))
+              "wave", "zone", "alarm_name", "target_group") + tuple(f"{step}_{edge}" for step in CSV_STEPS for edge in ("started_at", "ended_at"))
 HTML_COLUMNS = ("instance_id", "name", "account_id", "region", "platform", "wave", "zone", "final_status", "reasons",
                 "image_id", "patch_outcome", "missing_before", "missing_after", "rollback_status")
 
@@ -390,6 +390,7 @@ def csv_row(entry):
         "patch_outcome": patch.get("outcome") or "", "missing_before": before.get("missing", ""), "missing_after": after.get("missing", ""),
         "validation_passed": (entry.get("validation") or {}).get("passed", ""), "rollback_status": (entry.get("rollback") or {}).get("status") or "",
         "wave": entry.get("wave") or "", "zone": entry.get("zone") or "", "alarm_name": entry.get("alarm_name") or "",
+        "target_group": entry.get("target_group") or "",
     }
     for step in CSV_STEPS:
         for edge in ("started_at", "ended_at"):

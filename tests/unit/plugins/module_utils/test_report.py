@@ -354,3 +354,14 @@ def test_a_real_run_after_a_dry_run_of_the_same_id_decides_again():
     assert rep["check_mode"] is True and {e["final_status"] for e in rep["instances"].values()} == {"backed_up"}
     rep = R.merge_report(rep, RUN, [wave_entry(0, "patched")], "patching", wave_arg([0], [0, 1], [1]), now=T0)
     assert "check_mode" not in rep and by_id(rep)["1"]["final_status"] == "not_patched"
+
+
+def test_csv_names_the_target_group_of_a_bake_unhealthy_rollback():
+    rep = backup_phase(3)
+    rep = R.merge_report(rep, RUN, [wave_entry(0, "patched")], "patching", wave_arg([0], range(3), [1]), now=T0)
+    rep = R.merge_report(rep, RUN, [{"instance_id": iid(0), "final_status": "rolled_back", "reason": "bake_unhealthy", "target_group": "web"}],
+                         "patching", now=T0)
+    rows = list(csv.DictReader(io.StringIO(R.render_csv(rep))))
+    assert list(rows[0]) == list(R.CSV_FIELDS) and "target_group" in R.CSV_FIELDS
+    assert sorted((r["final_status"], r["reasons"], r["target_group"], r["alarm_name"]) for r in rows) == [
+        ("not_patched", "bake_unhealthy", "web", ""), ("not_patched", "bake_unhealthy", "web", ""), ("rolled_back", "bake_unhealthy", "web", "")]

@@ -9,9 +9,16 @@ from __future__ import annotations
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.cms.patching.plugins.module_utils import gates
+from ansible_collections.cms.patching.plugins.module_utils.report import batch_position
 from ansible_collections.cms.patching.plugins.module_utils import tags as T
 from ansible_collections.cms.patching.plugins.module_utils.errors import PatchingError
 from ansible_collections.cms.patching.plugins.plugin_utils.fleet import instance_id_of, read_once
+
+
+def wave_number(batch, play_hosts_all, serial):
+    """The number (from 1) of the serial batch holding `batch` (ansible_play_batch), as Ansible cut the play's hosts
+    (ansible_play_hosts_all) for `serial`: the run report's own rule, so no task has to count the waves."""
+    return batch_position(list(play_hosts_all or []), serial, list(batch or []))[0]
 
 
 def wave_selected(number, waves):
@@ -54,5 +61,5 @@ def approval_reason(hold, canary_ended_at=None, approval_timeout=0):
 
 class FilterModule:
     def filters(self):
-        return {"wave_selected": wave_selected, "held_entries": held_entries, "bake_rollback_entries": bake_rollback_entries,
+        return {"wave_number": wave_number, "wave_selected": wave_selected, "held_entries": held_entries, "bake_rollback_entries": bake_rollback_entries,
                 "approval_reason": approval_reason}

@@ -19,7 +19,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
-from ansible_collections.cms.patching.plugins.module_utils import capacity
+from ansible_collections.cms.patching.plugins.module_utils import capacity, gates
 from ansible_collections.cms.patching.plugins.module_utils import tags as T
 from ansible_collections.cms.patching.plugins.module_utils.backup.images import find_verified_backups
 from ansible_collections.cms.patching.plugins.module_utils.batching import chunked
@@ -505,6 +505,103 @@ def run_wave(params, check_mode, session_for, steps=None, now=utc_now):
     order = {inst["instance_id"]: n for n, inst in enumerate(instances)}
     entries = sorted((e for part in done for e in part), key=lambda e: order[e["instance_id"]])
     return wave_result(wave, parts, entries)
+
+
+def deadline_passed(not_after, now):
+    """Whether the ISO time `not_after` (Z or an offset; naive means UTC) is before `now`; one line for a malformed one."""
+    if not not_after:
+        return False
+    try:
+        deadline = datetime.fromisoformat(str(not_after).replace("Z", "+00:00"))
+    except ValueError:
+        raise PatchingError(f"cms_patching_not_after '{not_after}' is not an ISO time such as 2026-11-27T06:00:00Z") from None
+    return now > (deadline if deadline.tzinfo else deadline.replace(tzinfo=timezone.utc))
+
+
+def run_gated_wave(params, check_mode, session_for, gate_reader=None, steps=None, now=utc_now, watch=gates.watch):
+    """mode=patch as the patching role runs it, in one call (roles/patching/README.md, "Gates").
+
+    1. recover: put back in service what a killed run left out (O(recover), any hosts, in the plan or not);
+    2. no wave after O(not_after): the wave's instances get reason deadline_passed and nothing else happens;
+    3. the gates before the wave: the job's hold verdict (cms_patching_hold) or one read of the alarms and the stop
+       switch; a verdict other than go starts no wave (stopped_at gate);
+    4. the wave (run_wave);
+    5. the bake: the gates and the patched instances' target health watched for bake_time seconds; an alarm or an
+       unhealthy target restores every instance the wave patched from its pre-patch AMI (as mode=restore) and tags them
+       rolled_back; any verdict other than go stops the run (stopped_at bake).
+    gate_reader(targets) gives a function that reads every gate once (gates.GateReader.read), fresh sessions each time.
+    The held instances' entries are the caller's (it knows which hosts the run leaves).
+    """
+    params = dict(params, run_id=resolve_run_id(params.get("run_id")))  # one run id for the recovery, the wave and the bake
+    gate_opts = params.get("gates")
+    instances = validate(params) if params.get("instances") or not params.get("recover") else []
+    if params.get("recover"):
+        validate(dict(params, instances=params["recover"], mode="recover"))
+    if gate_opts:
+        gates.validate(dict(gate_opts, poll_interval=params["poll_interval"]))
+        if gate_opts.get("hold") and gate_opts["hold"] not in gates.REASONS:
+            raise PatchingError(f"unknown hold verdict {gate_opts['hold']!r}: use one of {', '.join(sorted(gates.REASONS))}")
+    late = bool(instances) and deadline_passed(params.get("not_after"), now())
+    out = dict(changed=False, mode="patch", run_id=params["run_id"], snapshot_id=params.get("snapshot_id"),
+               wave_time=None, results=[], outcomes={}, summary={"total": 0, "steps": {}, "final_status": {}}, partitions=[],
+               tag_errors=[], recovered=[], deadline_passed=late, verdict="go", stopped_at=None, alarm_name=None, target_group=None,
+               gate=None, bake=None)
+    if params.get("recover"):
+        recovered = run_wave(dict(params, mode="recover", instances=params["recover"]), check_mode, session_for, steps, now)
+        out.update(changed=recovered["changed"], recovered=recovered["results"], summary=recovered["summary"], tag_errors=recovered["tag_errors"])
+    if not instances:
+        return out
+    if late:  # as the deadline filter always did: a reason only, nothing called
+        out["results"] = [{"instance_id": i["instance_id"], "reason": "deadline_passed"} for i in instances]
+        return out
+    hold = (gate_opts or {}).get("hold")
+    if hold:
+        return stopped(out, {"verdict": hold}, "gate")
+    if gate_opts:
+        out["gate"] = watch(gate_reader([]), 0, params["poll_interval"])
+        if out["gate"]["verdict"] != "go":
+            return stopped(out, out["gate"], "gate")
+    result = run_wave(dict(params, mode="patch"), check_mode, session_for, steps, now)
+    result.update(recovered=out["recovered"], deadline_passed=False, verdict="go", stopped_at=None, alarm_name=None, target_group=None,
+                  gate=out["gate"], bake=None, changed=result["changed"] or out["changed"], tag_errors=out["tag_errors"] + result["tag_errors"])
+    patched = [i for i in instances if result["outcomes"][i["instance_id"]]["final_status"] == "patched"]
+    if not gate_opts or int(gate_opts.get("bake_time") or 0) <= 0 or not patched:
+        return result
+    result["bake"] = watch(gate_reader(patched), 0 if check_mode else int(gate_opts["bake_time"]), params["poll_interval"])
+    if result["bake"]["verdict"] in ("alarm", "bake_unhealthy"):
+        roll_back_after_bake(result, patched, params, check_mode, session_for, steps or AwsSteps(), now)
+    if result["bake"]["verdict"] != "go":
+        stopped(result, result["bake"], "bake")
+    return result
+
+
+def stopped(result, verdict, where):
+    result.update(verdict=verdict["verdict"], stopped_at=where, alarm_name=verdict.get("alarm_name"), target_group=verdict.get("target_group"))
+    return result
+
+
+def roll_back_after_bake(result, patched, params, check_mode, session_for, steps, now):
+    """Restore every instance the wave patched from its newest verified backup (any age, as mode=restore), tag those
+    restored rolled_back (a resumed run would take them as patched), and fold the outcome into their entries: reason
+    alarm (with alarm_name) or bake_unhealthy (with target_group); their failed step is the bake."""
+    bake = result["bake"]
+    restored = run_wave(dict(params, mode="restore", instances=patched, max_backup_age_hours=None), check_mode, session_for, steps, now)
+    back = [r["instance_id"] for r in restored["results"] if r.get("final_status") == "rolled_back"]
+    for key, members in partitions([i for i in patched if i["instance_id"] in back]):
+        try:
+            steps.tag(Clients(session_for(*key)), [i["instance_id"] for i in members], {T.LAST_PATCH_STATUS: "rolled_back"})
+        except Exception as e:  # pylint: disable=broad-except
+            if not isinstance(e, PatchingError) and not is_aws_error(e):
+                raise
+            result["tag_errors"].append(str(e) if isinstance(e, PatchingError) else aws_error_message(e, "ec2:CreateTags"))
+    target_group = bake.get("target_group") if bake["verdict"] == "bake_unhealthy" else None
+    entries = {e["instance_id"]: e for e in gates.bake_rollback_entries(restored["results"], bake.get("alarm_name"), target_group)}
+    result["results"] = [dict(e, **entries[e["instance_id"]]) if e["instance_id"] in entries else e for e in result["results"]]
+    for iid, entry in entries.items():
+        result["outcomes"][iid] = {"final_status": entry.get("final_status"), "reason": entry.get("reason"), "failed_step": "bake",
+                                   "error": (entry.get("rollback") or {}).get("error")}
+    result["summary"]["final_status"] = summary([], result["results"])["final_status"]
+    result["changed"] = result["changed"] or restored["changed"]
 
 
 def wave_result(wave, parts, entries):

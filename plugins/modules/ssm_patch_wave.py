@@ -45,6 +45,15 @@ description:
   - "Before draining or entering standby the instance is tagged (C(cms-patching:drained), C(cms-patching:standby)); the
     tags go once it is back. A later call that finds them (O(instances[].capacity_tags), or C(DescribeInstances) when
     not given) registers and takes out of standby what they name before anything else (step V(recover))."
+  - "The patching role runs the whole wave in this one call (O(mode=patch) with O(recover), O(not_after) and O(gates)):
+    first it puts back in service what a killed run left out (O(recover), as O(mode=recover)); after O(not_after) the
+    instances only get reason V(deadline_passed); then the gates before the wave (O(gates.hold), or one read of the
+    CloudWatch alarms and the stop switch as M(cms.patching.wave_gate) reads them); a verdict other than V(go) starts no
+    wave (RV(stopped_at=gate)). After the wave, the bake (O(gates.bake_time)) watches the alarms, the stop switch and the
+    target health of the instances it patched; an alarm or an unhealthy target restores every one of them from its
+    newest verified backup (as O(mode=restore)), tags it C(cms-patching:last-patch-status=rolled_back) and records it
+    V(rolled_back) with reason V(alarm) or V(bake_unhealthy); any verdict other than V(go) stops the run
+    (RV(stopped_at=bake)). The caller records the instances the stop leaves (RV(verdict))."
   - Check mode sends nothing and tags nothing; it reads the backups and agents and reports what each step would run
     (V(would_run), V(would_drain), V(would_register)); instances the backup phase would back up
     (O(instances[].backup_planned)) pass the gate.
@@ -129,6 +138,53 @@ options:
           - Its C(cms-patching:drained*) and C(cms-patching:standby) tags as last read (the patching role passes discovery's).
           - When not given the module reads them (one C(DescribeInstances) per 200 instances).
         type: dict
+  recover:
+    description:
+      - "With O(mode=patch): instances (dicts with the keys of O(instances)) to put back in service first, as O(mode=recover)
+        does, whether in the wave or not (the patching role passes every discovered host whose tags say a killed run left
+        it out). May be given with an empty O(instances)."
+    type: list
+    elements: dict
+    default: []
+  not_after:
+    description:
+      - With O(mode=patch), an ISO 8601 time (C(Z) or an offset; none means UTC) after which the wave does not start
+        (C(cms_patching_not_after)): every instance then gets reason V(deadline_passed), nothing else.
+    type: str
+  gates:
+    description:
+      - With O(mode=patch), the run's gates read before the wave and watched during its bake (C(module_utils/gates.py)),
+        as M(cms.patching.wave_gate) reads them; a gate that cannot be read gives the verdict V(unreadable). Not given,
+        no gate is read.
+    type: dict
+    suboptions:
+      alarms:
+        description: Alarm names, or dicts with C(name) and optionally C(region), C(role_arn), C(external_id) (C(cms_patching_alarms)).
+        type: list
+        elements: raw
+        default: []
+      alarm_prefix:
+        description: Every alarm whose name starts with this (C(cms_patching_alarm_prefix)); exclusive with O(gates.alarms).
+        type: str
+        default: ''
+      alarm_on_missing_data:
+        description: Count an alarm in C(INSUFFICIENT_DATA) as firing.
+        type: bool
+        default: false
+      stop_parameter:
+        description: The stop switch, an SSM parameter in the module's region and account. Empty reads no stop switch.
+        type: str
+        default: /cms-patching/stop
+      bake_time:
+        description: Seconds to watch the gates and the patched instances' target health after the wave (0, no bake).
+        type: int
+        default: 0
+      hold:
+        description:
+          - A verdict the job was given (C(cms_patching_hold), as C(cms.patching.approval_reason) resolves it) - V(approval_denied)
+            or V(approval_timeout); no gate is read and no wave starts. Empty, none.
+        type: str
+        default: ''
   mode:
     description:
       - V(patch) runs the whole wave; V(restore) only restores every instance from its newest verified backup; V(recover)
@@ -347,28 +403,69 @@ run_id: {description: The run id., returned: always, type: str}
 snapshot_id: {description: The C(SnapshotId) GUID sent to every instance., returned: always, type: str}
 wave_time: {description: The wave's time in the C(cms-patching:last-patched-at) tag., returned: always, type: str}
 mode: {description: O(mode)., returned: always, type: str}
+verdict:
+  description: "With O(mode=patch): V(go), or what stopped the run - V(alarm), V(bake_unhealthy), V(stop), V(unreadable), or the O(gates.hold) verdict."
+  returned: with O(mode=patch)
+  type: str
+stopped_at:
+  description: "V(gate) (no wave started), V(bake) (after the wave), or null."
+  returned: with O(mode=patch)
+  type: str
+alarm_name: {description: The alarm found firing (with V(alarm))., returned: with O(mode=patch), type: str}
+target_group: {description: The target group with an unhealthy target (with V(bake_unhealthy))., returned: with O(mode=patch), type: str}
+gate: {description: "The gates' read before the wave (as M(cms.patching.wave_gate) returns it), or null.", returned: with O(mode=patch), type: dict}
+bake: {description: "The bake's last read (with C(polls) and C(watched)), or null when there was no bake.", returned: with O(mode=patch), type: dict}
+recovered:
+  description: The O(recover) instances' entries (C(steps), C(capacity)) when something was put back, as O(mode=recover) returns them.
+  returned: with O(mode=patch)
+  type: list
+  elements: dict
+deadline_passed: {description: Whether O(not_after) had passed (the wave did not start)., returned: with O(mode=patch), type: bool}
 """
 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
 from ansible_collections.cms.patching.plugins.module_utils.aws import ASSUME_ROLE_ARGS, AwsSession, validate_region
 from ansible_collections.cms.patching.plugins.module_utils.errors import RESULT_ARGS, exit_with
+from ansible_collections.cms.patching.plugins.module_utils.gates import GateReader, validate as validate_gates
 from ansible_collections.cms.patching.plugins.module_utils.patch_run import PATCH_ARGS
 from ansible_collections.cms.patching.plugins.module_utils.ssm.options import RUNNER_ARGS
-from ansible_collections.cms.patching.plugins.module_utils.wave_engine import no_success_message, partitions, run_wave, validate
+from ansible_collections.cms.patching.plugins.module_utils.wave_engine import no_success_message, partitions, run_gated_wave, run_wave, validate
 
 
 def wave(module):
     params = module.params
-    instances = validate(params)  # before any AWS call, STS included
-    for region in sorted({key[1] for key, _members in partitions(instances)}):
+    checked = []  # before any AWS call, STS included
+    if params["instances"] or not params["recover"]:
+        checked += validate(params)
+    if params["recover"]:
+        checked += validate(dict(params, instances=params["recover"], mode="recover"))
+    for region in sorted({key[1] for key, _members in partitions(checked)}):
         validate_region(region, "ssm")
 
     def session_for(_account_id, region, role_arn, external_id):
         return AwsSession(module, region, role_arn or params.get("role_arn"), params.get("role_session_name"),
                           external_id or params.get("external_id"))
 
-    result = run_wave(params, module.check_mode, session_for)
+    def gate_reader(targets):
+        """One read of every gate, with sessions of its own (the module's credentials, or an alarm's role)."""
+        opts = params["gates"]
+        alarms, prefix = validate_gates(dict(opts, poll_interval=params["poll_interval"]))
+        sessions = {}
+
+        def client_for(service, region, role_arn, external_id):
+            key = (region, role_arn, external_id)
+            if key not in sessions:
+                sessions[key] = AwsSession(module, region, role_arn, "cms-patching-gate", external_id)
+            return sessions[key].client(service)
+
+        return GateReader(client_for, alarms, prefix, AwsSession(module).region, opts["stop_parameter"], opts["alarm_on_missing_data"],
+                          targets).read
+
+    if params["mode"] == "patch":
+        result = run_gated_wave(params, module.check_mode, session_for, gate_reader)
+    else:
+        result = run_wave(params, module.check_mode, session_for)
     for error in result["tag_errors"]:
         module.warn(error)
     return result
@@ -399,6 +496,16 @@ def main():
             asg_name=dict(type="str"),
             asg_mode=dict(type="str", choices=["in_place", "standby"], default="in_place"),
             capacity_tags=dict(type="dict"),
+        )),
+        recover=dict(type="list", elements="dict", default=[]),
+        not_after=dict(type="str"),
+        gates=dict(type="dict", options=dict(
+            alarms=dict(type="list", elements="raw", default=[]),
+            alarm_prefix=dict(type="str", default=""),
+            alarm_on_missing_data=dict(type="bool", default=False),
+            stop_parameter=dict(type="str", default="/cms-patching/stop"),
+            bake_time=dict(type="int", default=0),
+            hold=dict(type="str", default=""),
         )),
         mode=dict(type="str", choices=["patch", "restore", "recover"], default="patch"),
         require_backup=dict(type="bool", default=True),

@@ -350,7 +350,7 @@ def test_canary_workflow_asks_a_human_between_the_canary_and_the_rest(config):
         assert var in options, var
     assert "approval_not_given" in options["cms_patching_hold"][0]["choices"]
     # The canary job publishes the time its wave ended (set_stats), which reaches the failure path as a variable.
-    assert "cms_patching_canary_ended_at" in (ROOT / "roles" / "patching" / "tasks" / "bake.yml").read_text(encoding="utf-8")
+    assert "cms_patching_canary_ended_at" in (ROOT / "roles" / "patching" / "tasks" / "main.yml").read_text(encoding="utf-8")
 
 
 def test_the_stop_switch_has_a_job_template(config):

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from ansible_collections.cms.patching.plugins.module_utils.errors import PatchingError
-from ansible_collections.cms.patching.plugins.module_utils.wave_engine import no_success_message, run_wave
+from ansible_collections.cms.patching.plugins.module_utils.wave_engine import no_success_message, run_gated_wave, run_wave
 from ansible_collections.cms.patching.plugins.module_utils.waves import PATCH_FAILURES
 
 AMI = "ami-0123456789abcdef0"
@@ -331,3 +331,119 @@ def test_the_wave_line_the_patch_summary_callback_prints():
     result, _s = wave([instance(1), instance(2)], FakeSteps({iid(2): {"precheck": "failed"}}))
     assert wave_line(result["summary"]) == ("wave of 2: gate 2 passed; precheck 1 passed, 1 failed; patch 1 passed; restart 1 passed; "
                                             "health 1 passed => failed=1, patched=1")
+
+
+# ---------------------------------------------------------------- the gated wave (mode=patch as the patching role runs it)
+
+GATES = dict(alarms=["web-5xx"], alarm_prefix="", alarm_on_missing_data=False, stop_parameter="/cms-patching/stop", bake_time=0, hold="")
+
+
+class Gates:
+    """Fake gate reads: `verdicts` is what each read returns in turn (the last one repeats); every read's targets are kept."""
+
+    def __init__(self, *verdicts):
+        self.verdicts, self.reads = list(verdicts), []
+
+    def reader(self, targets):
+        def read():
+            self.reads.append(sorted(t["instance_id"] for t in targets))
+            verdict = self.verdicts[min(len(self.reads), len(self.verdicts)) - 1]
+            return dict(verdict, alarms=[], stop_value=None, error=None) if isinstance(verdict, dict) else \
+                {"verdict": verdict, "alarm_name": "web-5xx" if verdict == "alarm" else None, "firing": [], "alarms": [],
+                 "stop_value": None, "error": None}
+        return read
+
+
+def gated(instances, steps, gate_reads=None, check_mode=False, watched=None, **kw):
+    def session_for(*key):
+        return Session(*key)
+
+    def watch(read, bake_time, poll_interval):
+        if watched is not None:
+            watched.append(bake_time)
+        return dict(read(), polls=1, watched=0)
+
+    kw.setdefault("gates", dict(GATES))
+    return run_gated_wave(params(instances, **kw), check_mode, session_for, gate_reads.reader if gate_reads else None, steps=steps, now=Clock(),
+                          watch=watch)
+
+
+def test_a_gate_before_the_wave_starts_nothing():
+    steps, reads = FakeSteps(), Gates("alarm")
+    result = gated([instance(1), instance(2)], steps, reads)
+    assert (result["verdict"], result["stopped_at"], result["alarm_name"]) == ("alarm", "gate", "web-5xx")
+    assert result["results"] == [] and steps.calls == [] and reads.reads == [[]]  # the held entries are the caller's
+
+
+def test_a_hold_reads_no_gate_and_starts_nothing():
+    steps, reads = FakeSteps(), Gates("go")
+    result = gated([instance(1)], steps, reads, gates=dict(GATES, hold="approval_timeout"))
+    assert (result["verdict"], result["stopped_at"]) == ("approval_timeout", "gate")
+    assert steps.calls == [] and reads.reads == []
+
+
+def test_an_unknown_hold_is_one_line_before_any_call():
+    with pytest.raises(PatchingError, match="unknown hold verdict 'later'"):
+        gated([instance(1)], FakeSteps(), Gates("go"), gates=dict(GATES, hold="later"))
+
+
+def test_after_the_deadline_the_wave_only_gets_its_reason():
+    steps, reads = FakeSteps(), Gates("go")
+    result = gated([instance(1), instance(2)], steps, reads, not_after="2026-11-30T01:00:00Z")  # the fake clock is at 02:00
+    assert result["deadline_passed"] and result["results"] == [{"instance_id": iid(n), "reason": "deadline_passed"} for n in (1, 2)]
+    assert steps.calls == [] and reads.reads == [] and result["verdict"] == "go"
+    assert not gated([instance(1)], FakeSteps(), Gates("go"), not_after="2026-11-30T03:00:00")["deadline_passed"]  # naive is UTC
+    with pytest.raises(PatchingError, match="cms_patching_not_after 'tonight' is not an ISO time"):
+        gated([instance(1)], FakeSteps(), Gates("go"), not_after="tonight")
+
+
+def test_a_quiet_bake_changes_nothing_and_watches_only_the_patched_instances():
+    steps, reads, watched = FakeSteps({iid(2): {"health": "failed"}}), Gates("go"), []
+    result = gated([instance(1), instance(2)], steps, reads, watched=watched, gates=dict(GATES, bake_time=600))
+    assert reads.reads == [[], [iid(1)]] and watched == [0, 600]  # the gate once, then the bake over what was patched
+    assert (result["verdict"], result["stopped_at"], result["bake"]["verdict"]) == ("go", None, "go")
+    assert {e["instance_id"]: e["final_status"] for e in result["results"]} == {iid(1): "patched", iid(2): "rolled_back"}
+
+
+@pytest.mark.parametrize("verdict, reason, key, value", [
+    ("alarm", "alarm", "alarm_name", "web-5xx"),
+    ({"verdict": "bake_unhealthy", "alarm_name": None, "firing": [], "target_group": "web", "unhealthy_instance": iid(1)},
+     "bake_unhealthy", "target_group", "web"),
+])
+def test_an_alarm_or_an_unhealthy_target_in_the_bake_rolls_back_what_the_wave_patched(verdict, reason, key, value):
+    steps = FakeSteps({iid(3): {"patch": "failed"}})
+    result = gated([instance(1), instance(2), instance(3)], steps, Gates("go", verdict), gates=dict(GATES, bake_time=600))
+    assert (result["verdict"], result["stopped_at"], result[key]) == (reason, "bake", value)
+    rollbacks = [ids for step, _r, ids in steps.calls if step == "rollback"]
+    assert rollbacks == [[iid(3)], [iid(1), iid(2)]]  # the wave's own rollback, then the bake's of what it patched
+    by_id = {e["instance_id"]: e for e in result["results"]}
+    for n in (1, 2):
+        entry = by_id[iid(n)]
+        assert (entry["final_status"], entry["reason"], entry[key]) == ("rolled_back", reason, value)
+        assert entry["patch"]["outcome"] == "success" and entry["rollback"]["status"] == "succeeded"  # the wave's steps are kept
+        assert result["outcomes"][iid(n)] == {"final_status": "rolled_back", "reason": reason, "failed_step": "bake", "error": None}
+    assert (by_id[iid(3)]["final_status"], by_id[iid(3)]["reason"]) == ("rolled_back", "patch_failed")
+    # Tagged rolled_back after the wave's status tags said patched: a resumed run must not take them as done.
+    assert steps.tags[-1] == ([iid(1), iid(2)], {"cms-patching:last-patch-status": "rolled_back"})
+    assert result["summary"]["final_status"] == {"rolled_back": 3}
+
+
+def test_the_stop_switch_in_the_bake_stops_the_run_and_keeps_the_wave():
+    steps = FakeSteps()
+    result = gated([instance(1)], steps, Gates("go", "stop"), gates=dict(GATES, bake_time=600))
+    assert (result["verdict"], result["stopped_at"]) == ("stop", "bake")
+    assert not [c for c in steps.calls if c[0] == "rollback"] and result["results"][0]["final_status"] == "patched"
+
+
+def test_check_mode_reads_the_gate_and_never_bakes():
+    steps, reads = FakeSteps(), Gates("go")
+    result = gated([instance(1)], steps, reads, check_mode=True, gates=dict(GATES, bake_time=600))
+    assert reads.reads == [[]] and result["bake"] is None and result["stopped_at"] is None
+
+
+def test_without_gates_or_instances():
+    steps = FakeSteps()
+    result = gated([instance(1)], steps, gates=None)
+    assert result["verdict"] == "go" and result["results"][0]["final_status"] == "patched"
+    with pytest.raises(PatchingError, match="instances is empty"):
+        gated([], FakeSteps(), Gates("go"))

@@ -2,7 +2,8 @@
 
 AWS facts followed (see the simulator's comments): the agent runs the document again after a reboot inside a command,
 so a command whose agent is brought back can still end (SSM user guide, "Handling reboots when running commands");
-RebootInstances ignores instances that are not running; an instance store-backed instance cannot be stopped
+RebootInstances ignores instances that are not running; a stop goes through `stopping` (stop_s) before `stopped`, and
+StartInstances meanwhile is IncorrectInstanceState; an instance store-backed instance cannot be stopped
 (UnsupportedOperation); a stop releases an auto-assigned public IPv4 address (EC2 user guide, "Amazon EC2 instance IP
 addressing").
 """
@@ -24,6 +25,10 @@ PRECHECK = ("for fs in / /var; do avail=$(df -Pm \"$fs\" | awk 'NR==2 {print $4}
 
 def _ping(ssm, iid):
     return ssm.describe_instance_information(Filters=[{"Key": "InstanceIds", "Values": [iid]}])["InstanceInformationList"][0]["PingStatus"]
+
+
+def _state(ec2, iid):
+    return ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["State"]["Name"]
 
 
 def _status(ssm, cmd_id, iid):
@@ -86,7 +91,7 @@ def test_agent_dead_needs_a_stop_and_start(sim):
     time.sleep(3 * REBOOT_S)
     assert (_ping(ssm, iid), _status(ssm, cmd_id, iid)) == ("ConnectionLost", "InProgress")
     ec2.stop_instances(InstanceIds=[iid])
-    assert ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["State"]["Name"] == "stopped"
+    assert wait_for(lambda: _state(ec2, iid) == "stopped", timeout=10)
     assert (_ping(ssm, iid), _status(ssm, cmd_id, iid)) == ("ConnectionLost", "InProgress")
     ec2.start_instances(InstanceIds=[iid])
     assert wait_for(lambda: _status(ssm, cmd_id, iid) == "Success", timeout=10)
@@ -103,12 +108,40 @@ def test_stop_refused_for_an_instance_store_root(sim):
     assert ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["State"]["Name"] == "running"
 
 
+def test_stop_goes_through_stopping_and_start_waits_for_stopped(sim):
+    """EC2 user guide, "Amazon EC2 instance state changes": running -> stopping -> stopped; EC2 API reference, "Error
+    codes": IncorrectInstanceState for StartInstances of an instance that is not stopped yet."""
+    sim.config(stop_s=60.0)
+    slow, other = sim.ids(count=2)
+    ec2 = sim.client("ec2", retries=1)
+    answer = ec2.stop_instances(InstanceIds=[slow])["StoppingInstances"][0]
+    assert (answer["PreviousState"]["Name"], answer["CurrentState"]["Name"]) == ("running", "stopping")
+    inst = ec2.describe_instances(InstanceIds=[slow])["Reservations"][0]["Instances"][0]
+    assert (inst["State"]["Name"], inst["State"]["Code"]) == ("stopping", 64)
+    with pytest.raises(ClientError) as err:
+        ec2.start_instances(InstanceIds=[slow, other])
+    assert err.value.response["Error"]["Code"] == "IncorrectInstanceState" and slow in err.value.response["Error"]["Message"]
+    assert ec2.stop_instances(InstanceIds=[slow])["StoppingInstances"][0]["PreviousState"]["Name"] == "stopping"
+    assert (_state(ec2, slow), _state(ec2, other)) == ("stopping", "running")  # refused whole: nothing started or changed
+    listed = ec2.describe_instances(Filters=[{"Name": "instance-state-name", "Values": ["stopping"]}, {"Name": "instance-id", "Values": [slow, other]}])
+    assert [i["InstanceId"] for r in listed["Reservations"] for i in r["Instances"]] == [slow]
+
+    sim.config(stop_s=0.3)
+    ec2.stop_instances(InstanceIds=[other])
+    assert _state(ec2, other) == "stopping"
+    assert wait_for(lambda: _state(ec2, other) == "stopped", timeout=10)
+    assert ec2.start_instances(InstanceIds=[other])["StartingInstances"][0]["PreviousState"]["Name"] == "stopped"
+    assert _state(ec2, other) == "running"
+    assert _state(ec2, slow) == "stopping"  # its stop_s was fixed when it was stopped
+
+
 def test_reboot_leaves_a_stopped_instance_stopped(sim):
     iid = sim.ids()[0]
     ec2 = sim.client("ec2")
     ec2.stop_instances(InstanceIds=[iid])
+    assert wait_for(lambda: _state(ec2, iid) == "stopped", timeout=10)
     ec2.reboot_instances(InstanceIds=[iid])
-    assert ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["State"]["Name"] == "stopped"
+    assert _state(ec2, iid) == "stopped"
     assert _ping(sim.client("ssm"), iid) == "ConnectionLost"
 
 
@@ -123,6 +156,7 @@ def test_stop_start_changes_an_auto_assigned_public_ip(sim):
     assert before
     ec2.stop_instances(InstanceIds=[new_id])
     assert not ec2.describe_instances(InstanceIds=[new_id])["Reservations"][0]["Instances"][0].get("PublicIpAddress")
+    assert wait_for(lambda: _state(ec2, new_id) == "stopped", timeout=10)
     ec2.start_instances(InstanceIds=[new_id])
     after = ec2.describe_instances(InstanceIds=[new_id])["Reservations"][0]["Instances"][0].get("PublicIpAddress")
     assert after and after != before

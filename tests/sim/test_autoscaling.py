@@ -3,11 +3,12 @@
 AWS facts followed (Amazon EC2 Auto Scaling User Guide, "Temporarily remove instances from your Auto Scaling group";
 API reference EnterStandby / ExitStandby): at most 20 instances per call; InService -> EnteringStandby -> Standby and
 Standby -> Pending -> InService; ShouldDecrementDesiredCapacity lowers the desired capacity and may not take it below
-MinSize; ExitStandby raises it again; an instance in standby is deregistered from the group's target groups and
-registered again when it leaves standby. Durations are the simulator's (asg_transition_s, health_s, drain_s).
+MinSize; ExitStandby raises it again; an instance in standby is deregistered from the group's target groups (Standby
+only once they have drained it) and registered again when it leaves standby. Durations are the simulator's (asg_transition_s, health_s, drain_s).
 """
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -90,6 +91,35 @@ def test_standby_lifecycle_desired_capacity_and_target_groups(sim):
     assert wait_for(lambda: set(_states(asg, name).values()) == {"InService"}, timeout=10)
     assert wait_for(lambda: _health(elb, arn) == {i: "healthy" for i in ids}, timeout=10)
     assert len(_group(asg, name)["Instances"]) == 4
+
+
+def test_entering_standby_lasts_until_the_target_groups_have_drained_the_instance(sim):
+    """User Guide, "Temporarily remove instances from your Auto Scaling group": the instance is deregistered from the
+    group's target groups and, with a deregistration delay, Elastic Load Balancing waits for it before the instance is
+    in Standby; so EnteringStandby outlasts asg_transition_s while the target drains."""
+    sim.config(health_s=0.1, drain_s=60.0, asg_transition_s=0.1)
+    name, tg = _names()
+    ids = [s["instance_id"] for s in _seed(sim, {"count": 3, "asg": name, "target_groups": [tg]})]
+    asg, elb = sim.client("autoscaling"), sim.client("elbv2")
+    arn = elb.describe_target_groups(Names=[tg])["TargetGroups"][0]["TargetGroupArn"]
+    assert wait_for(lambda: set(_health(elb, arn).values()) == {"healthy"}, timeout=10)
+    asg.enter_standby(AutoScalingGroupName=name, InstanceIds=ids[:1], ShouldDecrementDesiredCapacity=True)
+    time.sleep(0.5)  # 5 x asg_transition_s: the transition alone is over, the 60 s drain is not
+    assert (_states(asg, name)[ids[0]], _health(elb, arn)[ids[0]]) == ("EnteringStandby", "draining")
+    with pytest.raises(ClientError):  # not in Standby yet: ExitStandby does not apply
+        asg.exit_standby(AutoScalingGroupName=name, InstanceIds=ids[:1])
+
+    sim.config(drain_s=1.0)  # the delay is fixed at deregistration: the next member drains for 1 s
+    asg.enter_standby(AutoScalingGroupName=name, InstanceIds=ids[1:2], ShouldDecrementDesiredCapacity=True)
+    seen = []
+    while not seen or seen[-1][0] != "Standby":
+        lifecycle = _states(asg, name)[ids[1]]
+        seen.append((lifecycle, _health(elb, arn).get(ids[1], "gone")))  # read after: a drain never starts again
+        assert len(seen) < 1000
+        time.sleep(0.02)
+    assert ("EnteringStandby", "draining") in seen
+    assert all(target == "gone" for lifecycle, target in seen if lifecycle == "Standby")
+    assert _states(asg, name)[ids[0]] == "EnteringStandby"
 
 
 def test_standby_refused_below_min_size_changes_nothing(sim):

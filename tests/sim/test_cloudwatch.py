@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import uuid
 
+import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
@@ -128,8 +129,55 @@ def test_stop_parameter(sim):
 
 
 def test_calls_are_counted_under_the_iam_prefix(sim, prefix):
-    """CloudWatch signs as "monitoring" and speaks smithy-rpc-v2-cbor; stats and iam_policy checks use "cloudwatch:<Action>"."""
+    """CloudWatch signs as "monitoring" (botocore speaks JSON 1.0 to it); stats and iam_policy checks use "cloudwatch:<Action>"."""
     cw = sim.client("cloudwatch")
     _metric_alarm(cw, prefix + "a")
     cw.describe_alarms(AlarmNames=[prefix + "a"])
     assert sim.stats()["calls"] == {"cloudwatch:PutMetricAlarm": 1, "cloudwatch:DescribeAlarms": 1}
+
+
+def _error(call, **kwargs) -> tuple[str, int, str | None]:
+    with pytest.raises(ClientError) as err:
+        call(**kwargs)
+    meta = err.value.response["ResponseMetadata"]
+    return err.value.response["Error"]["Code"], meta["HTTPStatusCode"], meta["HTTPHeaders"].get("x-amzn-query-error")
+
+
+def test_errors_reach_boto3_with_cloudwatch_query_codes(sim, prefix):
+    """botocore's cloudwatch model (2010-08-01): "protocols" smithy-rpc-v2-cbor, json, query and "awsQueryCompatible";
+    botocore speaks JSON 1.0, and an awsQueryCompatible service sends its query error code in x-amzn-query-error, which
+    botocore reports as the Code (the model's error shapes: ResourceNotFound 404, InvalidParameterValue 400, ...)."""
+    cw = sim.client("cloudwatch", retries=1)
+    _metric_alarm(cw, prefix + "a")
+    assert _error(cw.set_alarm_state, AlarmName=prefix + "missing", StateValue="ALARM", StateReason="t") == (
+        "ResourceNotFound", 404, "ResourceNotFound;Sender")
+    assert _error(cw.list_metrics, NextToken="not-a-token") == ("InvalidParameterValue", 400, "InvalidParameterValue;Sender")
+    assert _error(cw.describe_alarms, NextToken="garbage") == ("InvalidNextToken", 400, "InvalidNextToken;Sender")
+    assert _error(cw.describe_alarms, AlarmNames=[prefix + "a"], AlarmNamePrefix=prefix) == (
+        "InvalidParameterCombination", 400, "InvalidParameterCombination;Sender")
+    assert _error(cw.set_alarm_state, AlarmName=prefix + "a", StateValue="RED", StateReason="t") == (
+        "ValidationError", 400, "ValidationError;Sender")
+    assert sim.stats()["calls"]["cloudwatch:SetAlarmState"] == 2  # client errors: not retried
+
+
+def test_simulator_made_errors_use_the_query_codes_too(sim, prefix):
+    """The simulator's own answers for CloudWatch (throttling, a refusal under iam_policy, an unknown key) in the same
+    shape: Throttling (400, which botocore's standard retry mode retries), AccessDenied (403), InvalidClientTokenId."""
+    cw = sim.client("cloudwatch", retries=2)
+    _metric_alarm(cw, prefix + "a")
+    sim.config(throttle_rate=1)
+    assert _error(cw.describe_alarms, AlarmNames=[prefix + "a"]) == ("Throttling", 400, "Throttling;Sender")
+    assert sim.stats()["calls"]["cloudwatch:DescribeAlarms"] > 1  # retried as throttling
+    sim.config(throttle_rate=0, iam_policy={"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["cloudwatch:PutMetricAlarm"], "Resource": "*"}]})
+    try:
+        code, status, header = _error(cw.describe_alarms, AlarmNames=[prefix + "a"])
+        assert (code, status, header) == ("AccessDenied", 403, "AccessDenied;Sender")
+        with pytest.raises(ClientError) as err:
+            cw.describe_alarms(AlarmNames=[prefix + "a"])
+        assert "is not authorized to perform: cloudwatch:DescribeAlarms" in err.value.response["Error"]["Message"]
+    finally:
+        sim.config(iam_policy=None)
+    stranger = boto3.session.Session(aws_access_key_id="AKIAINVALID" + uuid.uuid4().hex[:9].upper(), aws_secret_access_key="x")
+    unknown = stranger.client("cloudwatch", region_name="us-east-1", endpoint_url=sim.url, config=Config(retries={"max_attempts": 0}))
+    assert _error(unknown.describe_alarms) == ("InvalidClientTokenId", 403, "InvalidClientTokenId;Sender")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError
 
+from .conftest import wait_for
 from .test_iam import READ, allow, denied, policy
 
 
@@ -55,4 +56,6 @@ def test_power_actions_are_authorised_per_instance_and_its_tags(sim):
     denied(ec2.stop_instances, InstanceIds=[excluded])
     assert ec2.describe_instances(InstanceIds=[excluded])["Reservations"][0]["Instances"][0]["State"]["Name"] == "running"
     ec2.stop_instances(InstanceIds=[keep])
+    assert wait_for(lambda: ec2.describe_instances(InstanceIds=[keep])["Reservations"][0]["Instances"][0]["State"]["Name"] == "stopped",
+                    timeout=10)  # StartInstances of a stopping instance is IncorrectInstanceState
     ec2.start_instances(InstanceIds=[keep])

@@ -4,7 +4,8 @@ Amazon EC2 Auto Scaling User Guide, "Temporarily remove instances from your Auto
 of EnterStandby / ExitStandby:
 - at most 20 instance ids per call;
 - InService -> EnteringStandby -> Standby; ExitStandby: Standby -> Pending -> InService (each transition lasts
-  `asg_transition_s`, a simulated duration);
+  `asg_transition_s`, a simulated duration; EnteringStandby also until the group's target groups have drained the
+  instance: their deregistration delay, `drain_s` in the simulator);
 - ShouldDecrementDesiredCapacity=true lowers the desired capacity, and is refused below MinSize; ExitStandby raises it
   again;
 - an instance entering standby is deregistered from the group's target groups (so it drains) and registered again
@@ -26,17 +27,30 @@ REGISTERED = ("InService", "Pending")  # states in which an instance is register
 
 def _lifecycle_get(self) -> str:
     current, after, until = self.__dict__.get("_sim_lifecycle", ("InService", None, None))
-    if after is not None and state.now() >= until:
+    if after is not None and state.now() >= until and not _still_draining(self):
         return after
     return current
 
 
 def _lifecycle_set(self, value: str) -> None:
     self.__dict__["_sim_lifecycle"] = (value, None, None)
+    self.__dict__.pop("_sim_drains", None)
 
 
 def _transition(instance_state, now_state: str, then: str) -> None:
     instance_state.__dict__["_sim_lifecycle"] = (now_state, then, state.now() + state.setting("asg_transition_s"))
+    instance_state.__dict__.pop("_sim_drains", None)
+
+
+def _still_draining(member) -> bool:
+    """User Guide, "Temporarily remove instances from your Auto Scaling group" ("How the standby state works"): the
+    instance is deregistered from the group's target groups and, with a deregistration delay (connection draining),
+    Elastic Load Balancing waits for it before the deregistration completes; only then is the instance in Standby. So
+    EnteringStandby lasts until every target group the member was deregistered from has finished draining it."""
+    from .elbv2 import draining  # pylint: disable=import-outside-toplevel
+    drains = member.__dict__.get("_sim_drains") or ()
+    now = state.now()
+    return any(draining(tg, member.instance.id, now) for tg in drains)
 
 
 def _active_instances(self) -> list:
@@ -88,10 +102,13 @@ def _enter_standby(self, group_name: str, instance_ids: list[str], should_decrem
     for member in members:
         _transition(member, "EnteringStandby", "Standby")
         # Instances in standby are deregistered from the group's target groups and drain (User Guide, "Temporarily
-        # remove instances": "...deregisters the instance from the load balancer").
+        # remove instances": "...deregisters the instance from the load balancer"); Standby waits for the drain.
+        drains = []
         for tg in _target_groups(self, group):
             if member.instance.id in tg.targets:
                 tg.deregister([{"Id": member.instance.id}])
+                drains.append(tg)
+        member.__dict__["_sim_drains"] = drains
     if should_decrement:
         group.desired_capacity = original - len(members)
     activities = [EnterStandbyActivity(m.instance, original) for m in members]

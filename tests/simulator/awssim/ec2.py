@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import re
 from xml.sax.saxutils import escape
 
@@ -173,23 +174,61 @@ def _reboot_instances(self, instance_ids):
 
 _orig_stop_instances = InstanceBackend.stop_instances
 _orig_start_instances = InstanceBackend.start_instances
+STOPPING = ("stopping", 64)  # EC2 API reference, InstanceState: code 64 stopping, 80 stopped
+
+
+def _state_get(self):
+    """The instance's InstanceState, `stopping` turning `stopped` once stop_s has passed (evaluated lazily).
+
+    EC2 user guide, "Amazon EC2 instance state changes": StopInstances takes a running instance to `stopping`, then
+    `stopped`. moto stopped it at once, so a caller that did not wait for `stopped` passed unnoticed."""
+    current = self.__dict__["_sim_state"]
+    until = self.__dict__.get("_sim_stopped_at")
+    if until is not None and current.name == STOPPING[0] and state.now() >= until:
+        current.name, current.code = "stopped", 80
+        self.__dict__.pop("_sim_stopped_at", None)
+    return current
+
+
+def _state_set(self, value):
+    self.__dict__["_sim_state"] = value
+    self.__dict__.pop("_sim_stopped_at", None)
 
 
 def _stop_instances(self, instance_ids):
     # EC2 API reference, "Error codes": UnsupportedOperation, e.g. stopping an instance store-backed instance (EC2 user
     # guide, "Stop and start Amazon EC2 instances": only EBS-backed instances can be stopped). moto stopped them.
-    for inst in self.get_multi_instances_by_id(instance_ids):
+    instances = self.get_multi_instances_by_id(instance_ids)
+    for inst in instances:
         if inst.root_device_type != "ebs":
             raise EC2ClientError("UnsupportedOperation",
                                  f"The instance '{inst.id}' does not have an 'ebs' root device type and cannot be stopped.")
-    stopped = _orig_stop_instances(self, instance_ids)
-    for inst, previous in stopped:
-        if previous.name != "stopped":
-            _power_event(inst, "stop")
-    return stopped
+    # StopInstances of an instance already stopping or stopped changes nothing (its CurrentState is answered as is).
+    moving = [i.id for i in instances if i.state not in ("stopping", "stopped")]
+    stopped = dict((inst.id, (inst, previous)) for inst, previous in (_orig_stop_instances(self, moving) if moving else []))
+    out = []
+    for inst in instances:
+        if inst.id not in stopped:
+            out.append((inst, copy.copy(inst.instance_state)))
+            continue
+        previous = stopped[inst.id][1]
+        # EC2 user guide, "Amazon EC2 instance state changes": running -> stopping -> stopped, over stop_s here.
+        inst.instance_state.name, inst.instance_state.code = STOPPING
+        inst.__dict__["_sim_stopped_at"] = state.now() + state.setting("stop_s")
+        _power_event(inst, "stop")
+        out.append((inst, previous))
+    return out
 
 
 def _start_instances(self, instance_ids):
+    # EC2 API reference, "Error codes": IncorrectInstanceState, "The instance is in an incorrect state for the requested
+    # action", e.g. StartInstances of an instance that is still stopping (EC2 user guide, "Stop and start Amazon EC2
+    # instances": it can be started only once stopped). The whole call is refused; nothing starts.
+    instances = self.get_multi_instances_by_id(instance_ids)
+    for inst in instances:
+        if inst.state == "stopping":
+            raise EC2ClientError("IncorrectInstanceState",
+                                 f"The instance '{inst.id}' is not in a state from which it can be started.")
     # moto gives an auto-assigned public IP a new address on start (EC2 user guide, "Amazon EC2 instance IP
     # addressing": a stopped instance releases its public IPv4 address and gets a new one when started).
     started = _orig_start_instances(self, instance_ids)
@@ -342,5 +381,6 @@ def apply() -> None:
     Instance.platform = property(_platform_get, _platform_set)
     Instance.platform_details = property(_platform_details)
     Instance.root_device_type = property(_root_type_get, _root_type_set)
+    Instance._state = property(_state_get, _state_set)  # pylint: disable=protected-access
     EC2Response.describe_instances = describe_instances
     EC2Response.run_instances = run_instances

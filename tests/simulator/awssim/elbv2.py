@@ -161,15 +161,17 @@ def _health_for(self, target: dict, ec2_backend) -> FakeHealthStatus:
     return _health(self, shown, record, instance, now)
 
 
+def draining(tg, target_id: str, now: float) -> bool:
+    """Whether the target is still draining at `now` (deregistered less than its deregistration delay ago, or drain-stuck)."""
+    gone = tg.deregistered_targets.get(target_id)
+    if gone is None or "_sim_deregistered_at" not in gone or target_id in tg.targets:
+        return False
+    instance = tg.ec2_backend.get_instance_by_id(target_id) if target_id.startswith("i-") else None
+    return (instance is not None and "drain-stuck" in _faults(instance)) or now < gone["_sim_deregistered_at"] + gone["_sim_drain_s"]
+
+
 def _draining_ids(tg, now: float) -> list[str]:
-    out = []
-    for tid, gone in tg.deregistered_targets.items():
-        if "_sim_deregistered_at" not in gone:
-            continue
-        instance = tg.ec2_backend.get_instance_by_id(tid) if tid.startswith("i-") else None
-        if (instance is not None and "drain-stuck" in _faults(instance)) or now < gone["_sim_deregistered_at"] + gone["_sim_drain_s"]:
-            out.append(tid)
-    return out
+    return [tid for tid in list(tg.deregistered_targets) if draining(tg, tid, now)]
 
 
 _orig_create_target_group = ELBv2Backend.create_target_group

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import boto3
 
@@ -252,7 +253,23 @@ def seed(spec: dict, endpoint: str, access_key: str = "testing", secret_key: str
         ec2 = sessions.client("ec2", account, region)
         for start in range(0, len(ids), 1000):
             ec2.stop_instances(InstanceIds=ids[start:start + 1000])
+    for account, region, ids in stops:
+        _wait_stopped(sessions.client("ec2", account, region), ids)
     return out
+
+
+def _wait_stopped(ec2, ids: list[str], timeout: float = 60.0) -> None:
+    """A `state: stopped` group is seeded stopped: wait out the `stopping` state (stop_s, ec2.py)."""
+    deadline = time.monotonic() + timeout
+    for start in range(0, len(ids), 1000):
+        chunk = ids[start:start + 1000]
+        while True:
+            pages = ec2.describe_instances(InstanceIds=chunk, Filters=[{"Name": "instance-state-name", "Values": ["stopping"]}])
+            if not any(r["Instances"] for r in pages["Reservations"]):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"seeded instances still stopping after {timeout:g} s (stop_s too long?)")
+            time.sleep(0.05)
 
 
 def _seed_target_groups(sessions: _Sessions, account: str, region: str, wanted: dict, specs: dict) -> dict:

@@ -712,9 +712,12 @@ def denial_message(principal: str, check: dict, explicit: bool) -> str:
 def denial(service: str, principal: str, check: dict, explicit: bool, start_response) -> list[bytes]:
     """The error each service returns for a refused call (botocore models' error shapes): EC2 UnauthorizedOperation
     (HTTP 403, with an encoded authorization message), SSM AccessDeniedException (JSON), STS/IAM AccessDenied (query
-    XML), S3 AccessDenied."""
+    XML), S3 AccessDenied, CloudWatch AccessDenied (JSON 1.0, awsQueryCompatible)."""
+    from .protocols import QUERY_COMPATIBLE, query_compatible_error  # pylint: disable=import-outside-toplevel
     request_id = str(uuid.uuid4())
     message = denial_message(principal, check, explicit)
+    if service in QUERY_COMPATIBLE:  # CloudWatch: AWS JSON 1.0 with the query code AccessDenied (protocols.py)
+        return query_compatible_error(start_response, "403 Forbidden", "AccessDenied", message)
     if service == "ec2":
         encoded = base64.b64encode(json.dumps({"allowed": False, "explicitDeny": explicit, "context": check}).encode()).decode()
         text = f"You are not authorized to perform this operation. {message}. Encoded authorization failure message: {encoded}"

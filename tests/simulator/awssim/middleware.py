@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from urllib.parse import parse_qs
 
 from . import iam, state
+from .protocols import QUERY_COMPATIBLE, query_compatible_error
 
 _CRED_RE = re.compile(r"Credential=([^/,\s]+)/[^/]+/[^/]+/([^/]+)/")
 _AKID_RE = re.compile(r"<AccessKeyId>([^<]+)</AccessKeyId>")
@@ -27,6 +28,8 @@ _AUTH_ERRORS = {  # service -> (HTTP status, code, message, protocol)
     "s3": ("403 Forbidden", "InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records.", "s3"),
     "elasticloadbalancing": ("403 Forbidden", "InvalidClientTokenId", "The security token included in the request is invalid.", "query"),
     "autoscaling": ("403 Forbidden", "InvalidClientTokenId", "The security token included in the request is invalid.", "query"),
+    # CloudWatch: its query code (InvalidClientTokenId) in x-amzn-query-error (awsQueryCompatible, protocols.py).
+    "cloudwatch": ("403 Forbidden", "InvalidClientTokenId", "The security token included in the request is invalid.", "query-json"),
 }
 # A call signed with an expired temporary key: EC2 API "Error codes" (RequestExpired: "... the credentials have
 # expired"), the common errors of JSON services such as SSM (ExpiredTokenException), STS/IAM (ExpiredToken), S3.
@@ -37,6 +40,7 @@ _EXPIRED_ERRORS = {  # service -> (HTTP status, code, message, protocol)
     "s3": ("400 Bad Request", "ExpiredToken", "The provided token has expired.", "s3"),
     "elasticloadbalancing": ("403 Forbidden", "ExpiredToken", "The security token included in the request is expired", "query"),
     "autoscaling": ("403 Forbidden", "ExpiredToken", "The security token included in the request is expired", "query"),
+    "cloudwatch": ("403 Forbidden", "ExpiredToken", "The security token included in the request is expired", "query-json"),
 }
 _EXPIRED_JSON = ("403 Forbidden", "ExpiredTokenException", "The security token included in the request is expired", "json")
 _S3_SUBRESOURCES = ("tagging", "versioning", "policy", "acl", "lifecycle", "encryption", "location", "uploads", "delete")
@@ -120,7 +124,7 @@ class SimMiddleware:
         if state.ACCOUNTING.session_expired(akid):
             return self._auth_failure(service, start_response, _EXPIRED_ERRORS.get(service, _EXPIRED_JSON))
         rate = state.ACCOUNTING.setting("throttle_rate", akid)
-        if rate > 0 and service in ("ec2", "ssm") and random.random() < rate:
+        if rate > 0 and service in ("ec2", "ssm", "cloudwatch") and random.random() < rate:
             state.ACCOUNTING.record_throttle(akid)
             return self._throttle(service, start_response)
         denied = iam.check_request(environ, service, action, akid, start_response)  # only while an iam_policy is set
@@ -145,6 +149,10 @@ class SimMiddleware:
     @staticmethod
     def _throttle(service: str, start_response) -> list[bytes]:
         # Exact AWS error shapes, so botocore's retry handlers classify them as throttling.
+        if service in QUERY_COMPATIBLE:
+            # CloudWatch's throttling code is Throttling (HTTP 400; CloudWatch API reference, "Common Errors" of the
+            # query API), carried in x-amzn-query-error; botocore's standard retry mode counts it as throttling.
+            return query_compatible_error(start_response, "400 Bad Request", "Throttling", "Rate exceeded")
         request_id = str(uuid.uuid4())
         if service == "ec2":
             body = (
@@ -165,6 +173,8 @@ class SimMiddleware:
         """The error shape each protocol uses for credentials AWS does not know (or, given `error`, no longer accepts)."""
         status, code, message, protocol = error or _AUTH_ERRORS.get(
             service, ("400 Bad Request", "UnrecognizedClientException", "The security token included in the request is invalid.", "json"))
+        if protocol == "query-json":
+            return query_compatible_error(start_response, status, code, message)
         request_id = str(uuid.uuid4())
         if protocol == "json":
             body = json.dumps({"__type": code, "message": message}).encode()

@@ -36,6 +36,11 @@ DEFAULTS["sts_role_max_session_s"] = 3600.0
 DURATION_KEYS += ("health_s", "drain_s", "asg_transition_s")
 CONFIG_KEYS += ("health_s", "drain_s", "asg_transition_s")
 DEFAULTS.update(health_s=0.2, drain_s=-1.0, asg_transition_s=0.2)
+# stop_s: seconds an instance stays `stopping` after StopInstances before it is `stopped` (ec2.py; EC2 user guide,
+# "Amazon EC2 instance state changes"); StartInstances is refused meanwhile (IncorrectInstanceState).
+DURATION_KEYS += ("stop_s",)
+CONFIG_KEYS += ("stop_s",)
+DEFAULTS["stop_s"] = 0.2
 # Keys whose value is a JSON document rather than a number. iam_policy: an identity-based policy enforced on every call
 # of the key (iam.py); null clears it.
 JSON_KEYS = ("iam_policy",)

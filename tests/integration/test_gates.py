@@ -272,3 +272,80 @@ def test_require_terminal_tells_a_terminal_from_none(tmp_path):
     tty = subprocess.run(["script", "-qec", f"{playbook_bin} {playbook}", "/dev/null"], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                          capture_output=True, text=True, timeout=120, check=False)
     assert tty.returncode == 0 and "interactive=True" in tty.stdout, tty.stdout[-2000:]
+
+
+class KeepCrashingAfterThePatch(threading.Thread):
+    """An instance that keeps crashing once patched: when wave 1 has tagged its instances `patched` (the wave's last
+    write, right before its bake), reboots the first of them every `every` seconds - each EC2 reboot makes its target
+    `unhealthy` until it is back and has passed its health checks again (simulator elbv2.py) - until its rollback starts
+    (a replace-root-volume task) or stop(). Repeated, so that the bake's first read sees it however late it comes."""
+
+    def __init__(self, sim, ids, run_id, every):
+        super().__init__(daemon=True)
+        self.sim, self.ids, self.run_id, self.every = sim, ids, run_id, every
+        self.done, self.rebooted = threading.Event(), None
+
+    def patched(self):
+        found = self.sim.client("ec2").describe_instances(InstanceIds=self.ids)["Reservations"]
+        tagged = {i["InstanceId"]: {t["Key"]: t["Value"] for t in i.get("Tags", [])} for r in found for i in r["Instances"]}
+        return sorted(iid for iid, tags in tagged.items()
+                      if tags.get("cms-patching:last-patch-status") == "patched" and tags.get("cms-patching:run-id") == self.run_id)
+
+    def run(self):
+        while not self.done.is_set() and self.rebooted is None:
+            patched = self.patched()
+            if patched:
+                self.rebooted = patched[0]
+            else:
+                self.done.wait(0.1)
+        while not self.done.is_set() and not replace_root_tasks(self.sim, self.rebooted):
+            self.sim.client("ec2").reboot_instances(InstanceIds=[self.rebooted])
+            self.done.wait(self.every)
+
+    def stop(self):
+        self.done.set()
+        self.join(timeout=10)
+        return self.rebooted
+
+
+def test_a_target_that_turns_unhealthy_during_the_bake_rolls_the_wave_back_and_stops_the_run(sim, tmp_path):
+    # health_s 1 s after each reboot of reboot_s 0.3 s: rebooted every 1 s, the target stays unhealthy; drain_s: the
+    # wave's deregistration does not wait the target group's 300 s delay.
+    sim.configure(**dict(FAST, health_s=1, drain_s=0.3))
+    tag = f"gates-{uuid.uuid4().hex[:8]}"
+    web = f"web-{tag}"
+    instances = sim.seed({"region": "us-east-1", "tags": {"cms-test": tag}, "groups": [{"count": 4, "name_prefix": "web", "target_groups": [web]}]})
+    ids = sorted(i["instance_id"] for i in instances)
+    arn = sim.client("elbv2").describe_target_groups(Names=[web])["TargetGroups"][0]["TargetGroupArn"]
+    pause = threading.Event()
+    for _attempt in range(100):  # seeded targets start `initial`: discovery's plan counts only healthy ones
+        found = sim.client("elbv2").describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]
+        if sorted(d["Target"]["Id"] for d in found if d["TargetHealth"]["State"] == "healthy") == ids:
+            break
+        pause.wait(0.1)
+    else:
+        pytest.fail(f"the seeded targets never became healthy: {found}")
+    run_id = f"gates-{uuid.uuid4().hex[:8]}"
+    # Waves of 2 (cms_patching_min_healthy_percent 50 lets 2 of the 4 targets out at once): wave 1, then wave 2.
+    variables = dict(FAST_VARS, cms_patching_run_id=run_id, cms_patching_report_dir=str(tmp_path / "reports"),
+                     cms_patching_serial=[2, "100%"], cms_patching_stop_parameter=f"/cms-test/{tag}/stop", cms_patching_bake_time=10)
+    crasher = KeepCrashingAfterThePatch(sim, ids, run_id, every=1)
+    crasher.start()
+    proc = run(sim, write_fleet_inventory(tmp_path, tag), variables)
+    rebooted = crasher.stop()
+    assert rebooted, proc.stdout[-3000:]
+    report, entries = read_report(tmp_path / "reports", run_id)
+    every_instance_explained(entries, instances)
+    wave1 = [iid for iid in ids if patch_commands(sim, [{"instance_id": iid}])]
+    # Only wave 1 was patched (the run stopped at its bake), and the crashing instance was one of it.
+    assert len(wave1) == 2 and rebooted in wave1, (wave1, rebooted)
+    for iid in wave1:  # every instance the wave patched, not only the unhealthy one, is restored from its pre-patch AMI
+        entry = entries[iid]
+        assert (entry["final_status"], entry["reason"], entry["target_group"]) == ("rolled_back", "bake_unhealthy", web), entry
+        assert entry["patch"]["outcome"] == "success" and entry["rollback"]["status"] == "succeeded", entry
+        assert [t["ImageId"] for t in replace_root_tasks(sim, iid)] == [entry["backup"]["image_id"]]
+    assert patch_status_tags(sim, wave1) == {iid: "rolled_back" for iid in wave1}
+    later = [iid for iid in ids if iid not in wave1]
+    assert {(entries[iid]["final_status"], entries[iid]["reason"], entries[iid]["target_group"]) for iid in later} == {
+        ("not_patched", "bake_unhealthy", web)}
+    assert (report["stop"]["reason"], report["stop"]["target_group"], report["stop"]["during_bake"]) == ("bake_unhealthy", web, True)

@@ -84,7 +84,8 @@ def test_no_target_group_below_budget_during_a_full_run(sim, tmp_path):
             FAST_VARS, cms_patching_run_id=run_id, cms_patching_report_dir=str(tmp_path / "reports"), cms_patching_max_fail_percentage=100,
             # Waves of up to 3: hosts are planned in (random) instance-id order, and a wave of one failing host (asgbad as
             # the canary) would end the play whatever max_fail_percentage says.
-            cms_patching_serial=[3, "25%"], cms_patching_asg_mode="standby", cms_patching_min_healthy_percent=50, patching_health_checks=["curl -fsS http://localhost/health"],
+            cms_patching_serial=[3, "25%"], cms_patching_asg_mode="standby", cms_patching_min_healthy_percent=50,
+            patching_health_checks=["curl -fsS http://localhost/health"],
             patching_drain_timeout=30, patching_lb_healthy_timeout=30, patching_standby_timeout=30))
     finally:
         poller.stop.set()

@@ -28,6 +28,8 @@ from ansible_collections.cms.patching.plugins.module_utils.errors import (
 )
 
 CHECKS = ("disk", "agent_version", "kms", "quota")
+# The checks that need the SSM agent's record (its version; the platform the free-space command is sent for).
+AGENT_CHECKS = {"disk", "agent_version"}
 # The minimum agent for AWS-RunPatchBaseline (Patch Manager prerequisites: "SSM Agent version 2.0.834.0 or later").
 MIN_AGENT_VERSION = "2.0.834.0"
 VERSION_RE = re.compile(r"^\d+(\.\d+){1,3}$")
@@ -192,7 +194,8 @@ def check_disk(ssm, params, platforms, check_mode, clock, sleep, send_client, ec
 def judge(iid, checks, agent, minimum, disk, volumes, keys):
     """One instance's pre-flight entry: {instance_id, passed, reason, failures, error, warnings, agent_version, disk}."""
     failures, errors, warnings = [], [], []
-    if agent is None or agent.get("ping_status") in (None, "Inactive"):
+    # A quota-only call (discovery's, before the plan tag) reads no agent: nothing to say about it.
+    if AGENT_CHECKS & set(checks) and (agent is None or agent.get("ping_status") in (None, "Inactive")):
         warnings.append(dict(code=NOT_CHECKED, message="SSM does not manage the instance (no DescribeInstanceInformation record): not checked"))
     elif "agent_version" in checks and agent_too_old(agent.get("agent_version"), minimum):
         failures.append(REASONS["agent_version"])
@@ -233,7 +236,7 @@ def run_preflight(clients, params, check_mode, clock=time.monotonic, sleep=time.
     checks = list(params.get("checks") or CHECKS)
     minimum = params.get("min_agent_version") or MIN_AGENT_VERSION
     ssm, ec2 = clients("ssm"), clients("ec2")
-    agents = read_agents(ssm, ids)
+    agents = read_agents(ssm, ids) if AGENT_CHECKS & set(checks) else {}
     platforms = {}
     for iid in ids:
         platform = readers.platform_of(agent=agents.get(iid)) if iid in agents else None

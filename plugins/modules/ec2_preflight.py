@@ -12,7 +12,8 @@ short_description: Pre-flight checks of instances and their account before any p
 version_added: 0.1.0
 description:
   - For the instances of one account and region, checks what must hold before the backup phase makes an image of them.
-    The backup role runs it before C(ami_backup_verify), once per account and region.
+    The backup role runs it before C(ami_backup_verify), once per account and region. The discovery role runs it with
+    V(quota) alone before its plan tag, the run's first change, when a backup play follows (C(discovery_check_quota)).
   - "V(agent_version): the SSM agent (C(DescribeInstanceInformation) C(AgentVersion)) is at least O(min_agent_version)
     (2.0.834.0, the minimum C(AWS-RunPatchBaseline) needs), compared number by number. Else reason V(preflight_agent_version)."
   - "V(disk): the patching role's free-space pre-check (the root file system and C(/var) on Linux, C(C:) on Windows) must
@@ -28,7 +29,8 @@ description:
     need (O(planned_images)) and their EBS volumes' snapshots. In use: C(DescribeImages) (owner self, disabled images
     included) and C(DescribeSnapshots) (owner self); AMIs in the Recycle Bin also count against the quota and are not
     counted here. Not enough room is one line for the account (C(account.error)), which fails the call when
-    O(fail_on_quota=true). A quota that cannot be read is a note (C(account.notes)), not a failure."
+    O(fail_on_quota=true). A quota that cannot be read is a note (C(account.notes)), not a failure. Without V(disk) and
+    V(agent_version) the SSM agents are not read."
   - Changes nothing in AWS.
 options:
   instance_ids:

@@ -127,9 +127,9 @@ def site(sim, tmp_path, groups, run_id, account_id=None, **extra):
     instances = {i["name"]: i["instance_id"] for i in sim.seed(spec)}
     inventory = write_fleet_inventory(tmp_path, tag, accounts=[account_id] if account_id else (),
                                       **({"include_default_account": False} if account_id else {}))
-    return instances, lambda **more: run_playbook("playbooks/patch.yml", sim.env, inventory=inventory, extra_vars=dict(
+    return instances, lambda tags=None, check=False, **more: run_playbook("playbooks/patch.yml", sim.env, inventory=inventory, extra_vars=dict(
         FAST_VARS, cms_patching_run_id=run_id, cms_patching_report_dir=str(tmp_path / "reports"), cms_patching_max_fail_percentage=100,
-        cms_patching_serial=["100%"], **dict(extra, **more)))
+        cms_patching_serial=["100%"], **dict(extra, **more)), tags=tags, check=check)
 
 
 def test_site_run_fails_preflight_instances_with_their_reason_and_makes_no_image_of_them(sim, tmp_path):
@@ -165,12 +165,52 @@ def test_site_run_stops_with_one_line_when_the_ami_quota_has_no_room(sim, tmp_pa
     run_id = f"pfq-{uuid.uuid4().hex[:8]}"
     _names, play = site(sim, tmp_path, {"web": (3, {})}, run_id, account_id=account)
     sim.configure(quota_amis=2)
+    line = "preflight_quota: us-east-1: AMIs quota (L-B665C33B) 2, 0 in use: room for 2, this run makes 3"
+    # Refused right after discovery's plan, before its first change: no plan tag, no lock, no free-space command, no
+    # image. The same when the backup play runs discovery itself (--tags backup), and in a dry run.
+    for tags, check in ((None, False), ("backup", False), (None, True)):
+        sim.reset_stats()
+        proc = play(tags=tags, check=check)
+        assert proc.returncode != 0 and line in proc.stdout, (tags, check, proc.stdout[-3000:])
+        assert "Traceback" not in proc.stdout and sim.stats()["mutating"] == {}, (tags, check, sim.stats()["mutating"])
+        assert "servicequotas:GetServiceQuota" in sim.stats()["calls"]
+    # Room for the three: the quotas are read once (in discovery), not again by the backup play's pre-flight.
+    sim.configure(quota_amis=3)
     sim.reset_stats()
     proc = play()
-    assert proc.returncode != 0
-    assert "preflight_quota: us-east-1: AMIs quota (L-B665C33B) 2, 0 in use: room for 2, this run makes 3" in proc.stdout, proc.stdout[-3000:]
+    assert proc.returncode == 0, proc.stdout[-3000:]
     calls = sim.stats()["calls"]
-    assert "ec2:CreateImage" not in calls and calls["ssm:SendCommand"] == 1  # the free-space check, then the stop: no image
+    assert calls["ec2:CreateImage"] == 3 and calls["servicequotas:GetServiceQuota"] == 2, calls
+
+
+def test_a_resumed_run_checks_again_an_instance_that_failed_preflight(sim, tmp_path):
+    # The run id's first invocation: full-001 fails pre-flight (disk-full), ok-001 is patched. Someone frees the disk,
+    # and the run is resumed (its backup job again): full-001 is checked again and backed up, no longer failed with its
+    # old reason; ok-001, patched in this run, stays patched.
+    from helpers import read_report  # pylint: disable=import-outside-toplevel
+    sim.configure(**FAST)
+    run_id = f"pfr-{uuid.uuid4().hex[:8]}"
+    names, play = site(sim, tmp_path, {"ok": (1, {}), "full": (1, {"faults": ["disk-full"]})}, run_id)
+    ok, full = names["ok-001"], names["full-001"]
+    proc = play()
+    assert proc.returncode == 2, proc.stdout[-3000:]
+    _report, entries = read_report(tmp_path / "reports", run_id)
+    assert (entries[full]["final_status"], entries[full]["reason"]) == ("failed", "preflight_disk"), entries[full]
+    assert entries[ok]["final_status"] == "patched", entries[ok]
+
+    sim.client("ec2").delete_tags(Resources=[full], Tags=[{"Key": "sim:fault"}])
+    proc = play(tags="backup")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    _report, entries = read_report(tmp_path / "reports", run_id)
+    assert entries[full]["preflight"]["passed"] and entries[full]["backup"]["verified"], entries[full]
+    # Backed up and waiting for the run's patching phase, which ran before: not_patched (not_reached), no longer failed.
+    assert (entries[full]["final_status"], entries[full].get("reason")) == ("not_patched", "not_reached"), entries[full]
+    assert entries[ok]["final_status"] == "patched", entries[ok]
+
+    proc = play(tags="patching")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    _report, entries = read_report(tmp_path / "reports", run_id)
+    assert (entries[full]["final_status"], entries[full].get("reason")) == ("patched", None), entries[full]
 
 
 def test_bad_preflight_and_recovery_settings_stop_the_run_before_anything(sim, tmp_path):

@@ -9,7 +9,7 @@ from botocore.exceptions import ClientError
 
 from ansible_collections.cms.patching.plugins.module_utils.errors import PatchingError
 from ansible_collections.cms.patching.plugins.module_utils.preflight import (
-    agent_too_old, check_quotas, disk_commands, judge, report_entry, validate, version_tuple,
+    agent_too_old, check_quotas, disk_commands, judge, report_entry, run_preflight, validate, version_tuple,
 )
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -105,3 +105,39 @@ def test_quotas_room_is_one_line_for_the_account():
                               "makes 3; Snapshots per Region quota (L-309BACF6) 100, 99 in use: room for 1, this run makes 6")
     unread = check_quotas(Ec2(8, 99), Quotas({}, refuse=True), 3, 6, "us-east-1")
     assert unread["error"] is None and unread["quotas"] == {} and len(unread["notes"]) == 2
+
+
+class Ec2WithVolumes(Ec2):
+    def __init__(self, images, snapshots, volumes):
+        super().__init__(images, snapshots)
+        self.items["describe_volumes"] = volumes
+
+    def get_paginator(self, operation):
+        if operation != "describe_volumes":
+            return super().get_paginator(operation)
+        items = self.items[operation]
+
+        class Pages:
+            def paginate(self, **_kw):
+                return [{"Volumes": items}]
+        return Pages()
+
+
+I1, I2, I3 = "i-00000001", "i-00000002", "i-00000003"
+
+
+def test_a_quota_only_call_reads_no_agent_and_counts_the_planned_images():
+    # Discovery's call before the plan tag: the instances' SSM records are not read (not its question), so an instance
+    # SSM does not know is no warning; the images are the instances given, the snapshots their EBS volumes.
+    vols = [{"VolumeId": f"vol-{n}", "Attachments": [{"InstanceId": iid}]} for n, iid in enumerate([I1, I1, I2])]
+    quotas = Quotas({("ec2", "L-B665C33B"): 10.0, ("ebs", "L-309BACF6"): 100.0})
+
+    def clients(service, max_attempts=None):
+        if service == "ssm":
+            return object()  # any call on it fails the test
+        return {"ec2": Ec2WithVolumes(8, 10, vols), "service-quotas": quotas}[service]
+
+    result = run_preflight(clients, dict(instance_ids=[I1, I2, I3], checks=["quota"], region="us-east-1"), False)
+    assert [r["warnings"] for r in result["results"]] == [[], [], []] and result["failed_ids"] == []
+    assert result["account"]["error"] == ("preflight_quota: us-east-1: AMIs quota (L-B665C33B) 10, 8 in use: room for 2, this run makes 3")
+    assert result["account"]["quotas"]["snapshots"]["planned"] == 4  # i-1's two volumes, i-2's one, i-3 at least its root

@@ -402,11 +402,15 @@ def _enter_standby(cap, plans, timeout, results):
     cap.clear_tags(list(refused), [T.STANDBY])
     entered = {name: [i for i in ids if i not in refused] for name, ids in asked.items()}
     entered = {name: ids for name, ids in entered.items() if ids}
-    _reached, late = cap.wait_lifecycle(entered, "Standby", cap.clock() + timeout)
+    # EnteringStandby lasts until the group's target groups have drained the instance (Auto Scaling User Guide,
+    # "Temporarily remove instances from your Auto Scaling group"): the wait allows the drain's bound on top of its own.
+    drain = {p["instance_id"]: p["drain_timeout"] for p in plans}
+    limit = timeout + max((drain[i] for ids in entered.values() for i in ids), default=0)
+    _reached, late = cap.wait_lifecycle(entered, "Standby", cap.clock() + limit)
     for name, ids in entered.items():
         for iid in ids:
             if iid in late:
-                results[iid] = _out(results, iid, "standby_failed", f"not in Standby in {name} after {timeout} s")
+                results[iid] = _out(results, iid, "standby_failed", f"not in Standby in {name} after {limit:g} s")
             else:
                 results[iid] = _out(results, iid, "success", None)
             results[iid]["standby"] = name  # asked to enter: put back (ExitStandby) if it is there

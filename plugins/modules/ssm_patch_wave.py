@@ -225,7 +225,10 @@ options:
     type: int
     default: 600
   standby_timeout:
-    description: Seconds an Auto Scaling member has to reach C(Standby), or C(InService) after C(ExitStandby).
+    description:
+      - Seconds an Auto Scaling member has to reach C(Standby), or C(InService) after C(ExitStandby).
+      - The wait for C(Standby) also gets O(drain_timeout), since Auto Scaling keeps the instance C(EnteringStandby) until its
+        target groups have drained it.
     type: int
     default: 600
   partition_concurrency:

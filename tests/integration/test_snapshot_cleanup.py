@@ -1,9 +1,11 @@
 """ami_backup_verify's clean-up against the simulator's DeregisterImage/DeleteSnapshot race (EC2: a snapshot stays in use
 by its image for a while after DeregisterImage): no tagged snapshot is left orphaned, no foreign one is touched."""
 
+import uuid
 from datetime import datetime, timedelta, timezone
 
-from helpers import run_module
+import pytest
+from helpers import ROOT, run_module, run_playbook, write_fleet_inventory
 
 OWN = {"cms-patching:managed": "true", "cms-patching:run-id": "run-old", "cms-patching:verified": "true"}
 
@@ -19,10 +21,11 @@ def _image(ec2, instance_id, name, image_tags, snapshot_tags):
     return image_id, [m["Ebs"]["SnapshotId"] for m in image["BlockDeviceMappings"]]
 
 
-def _old_tool_image(ec2, instance_id, days=30):
-    created = (datetime.now(timezone.utc) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _old_tool_image(ec2, instance_id, days=30, age=None):
+    age = age or timedelta(days=days)
+    created = (datetime.now(timezone.utc) - age).strftime("%Y-%m-%dT%H:%M:%SZ")
     tags = dict(OWN, **{"cms-patching:source-instance": instance_id, "cms-patching:created-at": created})
-    return _image(ec2, instance_id, f"cms-patching-{instance_id}-old-{days}", tags, tags)
+    return _image(ec2, instance_id, f"cms-patching-{instance_id}-old-{int(age.total_seconds())}", tags, tags)
 
 
 def _existing(ec2, snapshot_ids):
@@ -74,3 +77,71 @@ def test_retention_sweeps_the_tools_orphaned_snapshots_and_never_foreign_ones(si
         (ids[0], None, "orphaned", orphans, None)]
     assert result["changed"] and result["summary"]["pruned_images"] == 0 and result["summary"]["pruned_snapshots"] == 1
     assert _existing(ec2, orphans) == [] and _existing(ec2, foreign_snaps) == foreign_snaps and _existing(ec2, kept_snaps) == kept_snaps
+
+
+# ---------------------------------------------------------------- playbooks/cleanup.yml and the bake time
+
+WRAPPERS = {
+    # A playbook of the user's that imports the clean-up playbook with a variable (import_playbook vars).
+    "import_playbook_var": """
+- ansible.builtin.import_playbook: {root}/playbooks/cleanup.yml
+  vars:
+    cms_patching_bake_time: 7200
+""",
+    # A playbook of the user's that runs the backup role's retention entry point with the variable as a role variable.
+    "role_var": """
+- name: Clean up
+  hosts: all
+  gather_facts: false
+  connection: local
+  vars:
+    ansible_python_interpreter: "{{{{ ansible_playbook_python }}}}"
+  tasks:
+    - name: Retention
+      ansible.builtin.import_role:
+        name: cms.patching.backup
+        tasks_from: retention
+      vars:
+        cms_patching_bake_time: 7200
+""",
+}
+
+
+def _fleet(sim, tmp_path):
+    sim.configure(image_pending_s=0, deregister_s=0)
+    tag = f"bake-{uuid.uuid4().hex[:8]}"
+    [instance] = sim.seed({"region": "us-east-1", "tags": {"cms-test": tag}, "groups": [{"count": 1}]})
+    return instance["instance_id"], write_fleet_inventory(tmp_path, tag)
+
+
+@pytest.mark.parametrize("route", ["extra_var", "import_playbook_var", "role_var", "not_given"])
+def test_cleanup_never_removes_a_backup_younger_than_the_bake_time(sim, tmp_path, route):
+    # Three verified backups: 5 minutes, 1 hour and 30 days old. retention_count=1 keeps the newest; a 2-hour bake
+    # (cms_patching_bake_time=7200, however the clean-up job is given it) also keeps the 1-hour-old one.
+    iid, inventory = _fleet(sim, tmp_path)
+    ec2 = sim.client("ec2")
+    old, _snaps = _old_tool_image(ec2, iid, days=30)
+    young, _snaps = _old_tool_image(ec2, iid, age=timedelta(hours=1))
+    newest, _snaps = _old_tool_image(ec2, iid, age=timedelta(minutes=5))
+    extra = {"backup_retention_count": 1, "backup_poll_interval": 0.3}
+    playbook = "playbooks/cleanup.yml"
+    if route == "extra_var":  # an AWX survey answer or extra variable of the clean-up job
+        extra["cms_patching_bake_time"] = 7200
+    elif route in WRAPPERS:
+        playbook = tmp_path / f"{route}.yml"
+        playbook.write_text(WRAPPERS[route].format(root=ROOT))
+    proc = run_playbook(str(playbook), sim.env, inventory=inventory, extra_vars=extra)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    alive = {i["ImageId"] for i in ec2.describe_images(Owners=["self"], Filters=[{"Name": "image-id", "Values": [old, young, newest]}])["Images"]}
+    assert alive == ({newest} if route == "not_given" else {newest, young}), route
+
+
+@pytest.mark.parametrize("value", [-1, "2h"])
+def test_cleanup_refuses_a_bad_bake_time_with_one_line_before_any_change(sim, tmp_path, value):
+    iid, inventory = _fleet(sim, tmp_path)
+    _old_tool_image(sim.client("ec2"), iid, age=timedelta(hours=1))
+    sim.reset_stats()
+    proc = run_playbook("playbooks/cleanup.yml", sim.env, inventory=inventory,
+                        extra_vars={"backup_retention_count": 1, "cms_patching_bake_time": value})
+    assert proc.returncode != 0 and "cms_patching_bake_time" in proc.stdout and "Traceback" not in proc.stdout, proc.stdout[-2000:]
+    assert sim.stats()["mutating"] == {}

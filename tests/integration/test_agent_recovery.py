@@ -77,7 +77,7 @@ def test_agent_dead_with_the_default_is_cancelled_after_the_reboot(sim):
 
 def test_stop_start_skips_auto_scaling_members_and_instance_store_types(sim):
     sim.configure(**FAST)
-    member, nvme = seed(sim, {"asg": (["agent-dead"], {"asg": "web-asg"}),
+    member, nvme = seed(sim, {"asg": (["agent-dead"], {"asg": f"rec-asg-{uuid.uuid4().hex[:8]}"}),
                               "nvme": (["agent-dead"], {"instance_type": "m5d.large"})})
     sim.reset_stats()
     res = by_id(patch(sim, [member, nvme], "run-rec-4", agent_recovery=["stop_start"]))

@@ -18,7 +18,7 @@ GROUPS = {
     "unmanaged": ({"count": 8, "faults": ["ssm-unmanaged"], "patch_group": "web"}, ["ssm_unmanaged"]),
     "offline": ({"count": 8, "faults": ["ssm-offline"], "patch_group": "app"}, ["ssm_offline"]),
     "excluded": ({"count": 6, "tags": {"cms-patching:exclude": "true"}, "patch_group": "web"}, ["excluded_by_tag"]),
-    "asg": ({"count": 6, "asg": "web-asg", "patch_group": "web"}, ["asg_member"]),
+    "asg": ({"count": 6, "asg": "web-asg", "patch_group": "web"}, ["asg_member"]),  # named per test run: see fleet()
     "mac": ({"count": 2, "platform": "macos"}, ["unsupported_platform"]),
     "ephemeral": ({"count": 2, "root_device": "instance-store"}, ["no_ebs_root"]),
 }
@@ -30,8 +30,11 @@ def fleet(sim_url):
     from conftest import Sim  # pylint: disable=import-outside-toplevel
     sim = Sim(sim_url)
     tag = f"discovery-{uuid.uuid4().hex[:8]}"
+    # Auto Scaling groups are per account and region, and the simulator is shared by the test workers: the group gets
+    # this run's name, so another test's members never change what two scans of this fleet see.
     spec = {"region": "us-east-1", "tags": {"cms-test": tag},
-            "groups": [dict(spec, name_prefix=prefix) for prefix, (spec, _reasons) in GROUPS.items()]}
+            "groups": [dict(spec, name_prefix=prefix, **({"asg": f"web-asg-{tag}"} if "asg" in spec else {}))
+                       for prefix, (spec, _reasons) in GROUPS.items()]}
     instances = sim.seed(spec)
     assert len(instances) == TOTAL >= 120
     return sim, tag, instances
@@ -101,7 +104,7 @@ def test_patch_group_selection_and_instance_ids(fleet):
 
 def test_asg_members_allowed_on_request(fleet):
     sim, tag, _instances = fleet
-    result = run_module("ec2_patch_scan", {"filters": {"tag:cms-test": tag, "tag:aws:autoscaling:groupName": "web-asg"},
+    result = run_module("ec2_patch_scan", {"filters": {"tag:cms-test": tag, "tag:aws:autoscaling:groupName": f"web-asg-{tag}"},
                                            "allow_asg_members": True}, sim.env)
     assert len(result["instances"]) == 6 and all(i["eligible"] for i in result["instances"])
 

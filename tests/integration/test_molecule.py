@@ -33,6 +33,8 @@ def run_scenario(sim, tmp_path, scenario, groups):
     """Seed the fleet, run `molecule test -s <scenario>` on it and return (instances, run_id, completed process)."""
     sim.configure(**FAST)
     tag = f"molecule-{scenario}-{uuid.uuid4().hex[:8]}"
+    # Auto Scaling groups are per account and region in the shared simulator: a group name of this scenario's own.
+    groups = [dict(g, asg=f"{g['asg']}-{tag}") if g.get("asg") else g for g in groups]
     instances = sim.seed({"region": "us-east-1", "tags": {"cms-test": tag}, "groups": groups})
     sim.reset_stats()  # count only what molecule does
     inventory = tmp_path / "inventory"

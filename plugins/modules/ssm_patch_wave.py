@@ -148,8 +148,8 @@ options:
     default: []
   not_after:
     description:
-      - With O(mode=patch), an ISO 8601 time (C(Z) or an offset; none means UTC) after which the wave does not start
-        (C(cms_patching_not_after)): every instance then gets reason V(deadline_passed), nothing else.
+      - "With O(mode=patch), an ISO 8601 time (C(Z) or an offset; none means UTC) after which the wave does not start
+        (C(cms_patching_not_after)): every instance then gets reason V(deadline_passed), nothing else."
     type: str
   gates:
     description:

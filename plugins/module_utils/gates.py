@@ -212,12 +212,17 @@ class GateReader:
         return out
 
     def read(self):
-        """{verdict, alarm_name, firing, alarms, stop_value, error}; an AWS error gives the verdict `unreadable`."""
+        """{verdict, alarm_name, firing, alarms, stop_value, error}; an AWS error gives the verdict `unreadable`.
+
+        An alarm in ALARM wins over everything read after it (the wave rolls back), so it is decided before the stop
+        switch and the target health are read: a failed read of those cannot turn a firing alarm into `unreadable`."""
         self.reads += 1
+        stop = unhealthy = None
         try:
             alarms = self.alarms()
-            stop = read_stop(self.client_for("ssm", self.default_region, None, None), self.stop_parameter) if self.stop_parameter else None
-            unhealthy = first_unhealthy(read_target_health(self.client_for, self.partitions, self.default_region)) if self.partitions else None
+            if not any(is_firing(a, self.on_missing_data) for a in alarms):
+                stop = read_stop(self.client_for("ssm", self.default_region, None, None), self.stop_parameter) if self.stop_parameter else None
+                unhealthy = first_unhealthy(read_target_health(self.client_for, self.partitions, self.default_region)) if self.partitions else None
         except PatchingError as e:
             return {"verdict": "unreadable", "alarm_name": None, "firing": [], "alarms": [], "stop_value": None, "error": str(e)}
         except Exception as e:  # pylint: disable=broad-except

@@ -314,6 +314,15 @@ def test_an_unhealthy_target_seen_is_enough_even_when_another_read_failed():
     assert (state["verdict"], state["target_group"], state["unhealthy_instance"]) == ("bake_unhealthy", "web", "i-1")
 
 
+def test_a_firing_alarm_wins_over_a_target_health_read_that_failed():
+    # The alarm rolls the wave back; an unreadable target group must not turn that into a mere stop (unreadable).
+    elb = FailingElb({}, failing={TG_WEB})
+    targets = [_instance("i-1", [(TG_WEB, "healthy")])]
+    state = target_reader({("us-east-1", None): elb}, targets, alarms={"web-5xx": "ALARM"}).read()
+    assert (state["verdict"], state["alarm_name"], state["error"]) == ("alarm", "web-5xx", None)
+    assert elb.calls == []  # decided on the alarm: nothing read after it
+
+
 def test_the_waves_own_target_waits_still_take_a_failed_read_as_a_poll_that_saw_nothing():
     from ansible_collections.cms.patching.plugins.module_utils.capacity import Capacity  # pylint: disable=import-outside-toplevel
 

@@ -596,7 +596,10 @@ def roll_back_after_bake(result, patched, params, check_mode, session_for, steps
             result["tag_errors"].append(str(e) if isinstance(e, PatchingError) else aws_error_message(e, "ec2:CreateTags"))
     target_group = bake.get("target_group") if bake["verdict"] == "bake_unhealthy" else None
     entries = {e["instance_id"]: e for e in gates.bake_rollback_entries(restored["results"], bake.get("alarm_name"), target_group)}
-    result["results"] = [dict(e, **entries[e["instance_id"]]) if e["instance_id"] in entries else e for e in result["results"]]
+    # The restore's own step times (rollback) join the wave's, so the report has the start and end of the rollback too.
+    restore_steps = {r["instance_id"]: r.get("steps") or {} for r in restored["results"]}
+    result["results"] = [dict(e, **entries[e["instance_id"]], steps=dict(e.get("steps") or {}, **restore_steps.get(e["instance_id"], {})))
+                         if e["instance_id"] in entries else e for e in result["results"]]
     for iid, entry in entries.items():
         result["outcomes"][iid] = {"final_status": entry.get("final_status"), "reason": entry.get("reason"), "failed_step": "bake",
                                    "error": (entry.get("rollback") or {}).get("error")}

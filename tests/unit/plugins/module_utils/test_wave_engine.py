@@ -421,6 +421,8 @@ def test_an_alarm_or_an_unhealthy_target_in_the_bake_rolls_back_what_the_wave_pa
         entry = by_id[iid(n)]
         assert (entry["final_status"], entry["reason"], entry[key]) == ("rolled_back", reason, value)
         assert entry["patch"]["outcome"] == "success" and entry["rollback"]["status"] == "succeeded"  # the wave's steps are kept
+        assert {"patch", "rollback"} <= set(entry["steps"])  # with the bake rollback's start and end (report: rollback_*_at)
+        assert entry["steps"]["rollback"]["started_at"] <= entry["steps"]["rollback"]["ended_at"]
         assert result["outcomes"][iid(n)] == {"final_status": "rolled_back", "reason": reason, "failed_step": "bake", "error": None}
     assert (by_id[iid(3)]["final_status"], by_id[iid(3)]["reason"]) == ("rolled_back", "patch_failed")
     # Tagged rolled_back after the wave's status tags said patched: a resumed run must not take them as done.

@@ -2,8 +2,6 @@
 ELBv2 / Auto Scaling / EC2 tags, and fake patch and command steps: every new row of the fault table, check mode, and
 putting back what a killed run left out."""
 
-from datetime import datetime, timedelta, timezone
-
 import pytest
 
 from ansible_collections.cms.patching.plugins.module_utils import tags as T
@@ -12,28 +10,15 @@ from ansible_collections.cms.patching.plugins.module_utils.wave_engine import Aw
 from ansible_collections.cms.patching.plugins.module_utils.waves import DRAIN_FAILURES, REGISTER_FAILURES
 
 from ansible_collections.cms.patching.tests.unit.fakes.capacity import Clients, client_error
+from ansible_collections.cms.patching.tests.unit.fakes.wave import SNAPSHOT, Clock, iid, wave_params
 
 AMI = "ami-0123456789abcdef0"
-SNAPSHOT = "0f5cbd50-1c6e-4c4a-9b48-2b6c1f1a3c11"
 WRITES = ("DeregisterTargets", "RegisterTargets", "EnterStandby", "ExitStandby", "CreateTags", "DeleteTags")
 
 
-def iid(n):
-    return f"i-{n:017x}"
-
-
 def params(instances, **kw):
-    base = dict(instances=instances, region="us-east-1", role_arn=None, role_session_name="cms-patching", external_id=None,
-                require_backup=True, max_backup_age_hours=24.0, rollback=True, rollback_timeout=1800, command_timeout=600,
-                status_tags=False, partition_concurrency=8, fail_on_no_success=True, run_id="run-cap", snapshot_id=SNAPSHOT,
-                operation="Install", reboot_option="RebootIfNeeded", document="AWS-RunPatchBaseline",
-                pre_install_hook_doc_name=None, post_install_hook_doc_name=None, on_exit_hook_doc_name=None,
-                install_override_list=None, baseline_override=None, execution_timeout=7200, agent_online_timeout=900,
-                agent_check_interval=60.0, max_concurrency="100%", max_errors="100%", delivery_timeout=600,
-                output_s3_bucket_name=None, output_s3_key_prefix=None, cloudwatch_output=None, poll_interval=2.0,
-                drain_timeout=None, lb_healthy_timeout=120, standby_timeout=120)
-    base.update(kw)
-    return base
+    return wave_params(instances, **dict(dict(status_tags=False, run_id="run-cap", poll_interval=2.0, drain_timeout=None,
+                                              lb_healthy_timeout=120, standby_timeout=120), **kw))
 
 
 class Steps(AwsSteps):
@@ -82,15 +67,6 @@ class Session:
 
     def client(self, service, max_attempts=None):
         return self.aws.get(service, max_attempts)
-
-
-class Clock:
-    def __init__(self):
-        self.t = datetime(2026, 11, 30, 2, 0, tzinfo=timezone.utc)
-
-    def __call__(self):
-        self.t += timedelta(seconds=1)
-        return self.t
 
 
 def instance(n, groups=(), **kw):

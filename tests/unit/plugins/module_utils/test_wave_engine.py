@@ -2,7 +2,6 @@
 concurrently within their bound, per-step times, the per-step summary and the no-success line."""
 
 import threading
-from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -10,26 +9,10 @@ from ansible_collections.cms.patching.plugins.module_utils.errors import Patchin
 from ansible_collections.cms.patching.plugins.module_utils.wave_engine import no_success_message, run_gated_wave, run_wave
 from ansible_collections.cms.patching.plugins.module_utils.waves import PATCH_FAILURES
 
+from ansible_collections.cms.patching.tests.unit.fakes.wave import SNAPSHOT, Clock, iid
+from ansible_collections.cms.patching.tests.unit.fakes.wave import wave_params as params
+
 AMI = "ami-0123456789abcdef0"
-SNAPSHOT = "0f5cbd50-1c6e-4c4a-9b48-2b6c1f1a3c11"
-
-
-def iid(n):
-    return f"i-{n:017x}"
-
-
-def params(instances, **kw):
-    """The module's options with their defaults, as AnsibleAWSModule hands them over."""
-    base = dict(instances=instances, region="us-east-1", role_arn=None, role_session_name="cms-patching", external_id=None,
-                require_backup=True, max_backup_age_hours=24.0, rollback=True, rollback_timeout=1800, command_timeout=600,
-                status_tags=True, partition_concurrency=8, fail_on_no_success=True, run_id="run-wave", snapshot_id=SNAPSHOT,
-                operation="Install", reboot_option="RebootIfNeeded", document="AWS-RunPatchBaseline",
-                pre_install_hook_doc_name=None, post_install_hook_doc_name=None, on_exit_hook_doc_name=None,
-                install_override_list=None, baseline_override=None, execution_timeout=7200, agent_online_timeout=900,
-                agent_check_interval=60.0, max_concurrency="100%", max_errors="100%", delivery_timeout=600,
-                output_s3_bucket_name=None, output_s3_key_prefix=None, cloudwatch_output=None, poll_interval=10.0)
-    base.update(kw)
-    return base
 
 
 def instance(n, region="us-east-1", account="111111111111", **kw):
@@ -99,19 +82,6 @@ class FakeSteps:
 class Session:
     def __init__(self, account_id, region, role_arn, external_id):
         self.account_id, self.region, self.role_arn, self.external_id = account_id, region, role_arn, external_id
-
-
-class Clock:
-    """A thread-safe fake UTC clock: each reading is one second after the last."""
-
-    def __init__(self):
-        self.t = datetime(2026, 11, 30, 2, 0, tzinfo=timezone.utc)
-        self._lock = threading.Lock()
-
-    def __call__(self):
-        with self._lock:
-            self.t += timedelta(seconds=1)
-            return self.t
 
 
 def wave(instances, steps, check_mode=False, **kw):

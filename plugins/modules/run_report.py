@@ -134,6 +134,13 @@ headline:
   returned: when not in check mode
   type: str
   sample: "Stopped after wave 2 of 4: 1 of 2 hosts failed (50%), above max_fail_percentage 10%; 7 instances not patched (stopped_by_max_fail)."
+ansible_facts:
+  description:
+    - C(cms_patching_run_stop) and C(cms_patching_run_headline), the same as RV(stop) and RV(headline), for the host the
+      task's facts go to (the patching role's record step delegates them to C(localhost)).
+  returned: when not in check mode
+  type: dict
+  sample: {"cms_patching_run_stop": null, "cms_patching_run_headline": "Finished: all 6 waves ran; 20 patched, 0 rolled back, 0 failed."}
 """
 
 import os
@@ -165,7 +172,8 @@ def record(module):
         result = write_report(p["report_dir"], run, instances, p["phase"], p["wave"])
     except OSError as e:
         module.fail_json(msg=f"cannot write the report in {directory}: {e.strerror or e}")
-    return dict(changed=True, **result)
+    # On the controller (the task's delegate_facts): the final play of playbooks/patch.yml fails a run a gate stopped.
+    return dict(changed=True, ansible_facts={"cms_patching_run_stop": result["stop"], "cms_patching_run_headline": result["headline"]}, **result)
 
 
 def main():

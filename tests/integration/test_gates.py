@@ -114,7 +114,8 @@ def test_an_alarm_before_a_wave_stops_the_run(fast_sim, tmp_path):
     watcher = after_first_patch(sim, instances, lambda: sim.client("cloudwatch").set_alarm_state(AlarmName=name, StateValue="ALARM", StateReason="5xx up"))
     proc = run(sim, inventory, variables)
     assert watcher.stop(), proc.stdout[-3000:]
-    assert proc.returncode == 0, proc.stdout[-3000:]
+    # The job fails (its last play, after the report): an AWX workflow must not go on as if the night were done.
+    assert proc.returncode == 2 and f"Stopped before wave 2: alarm {name} was in ALARM" in proc.stdout, proc.stdout[-3000:]
     _report, entries = read_report(tmp_path / "reports", run_id)
     every_instance_explained(entries, instances)
     statuses = sorted((e["final_status"], e.get("reason"), e.get("alarm_name")) for iid, e in entries.items())
@@ -178,7 +179,7 @@ def test_the_stop_switch_set_between_waves_lets_the_wave_finish_and_starts_no_ot
     proc = run(sim, inventory, variables)
     assert watcher.stop(), proc.stdout[-3000:]
     assert operator["proc"].returncode == 0 and f"{stop} is now stop" in operator["proc"].stdout, operator["proc"].stdout[-2000:]
-    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert proc.returncode == 2 and "Stopped by the operator (stop parameter) before wave 2" in proc.stdout, proc.stdout[-3000:]
     _report, entries = read_report(tmp_path / "reports", run_id)
     every_instance_explained(entries, instances)
     statuses = sorted((e["final_status"], e.get("reason")) for e in entries.values())
@@ -239,7 +240,7 @@ def test_the_canary_job_then_an_approval_that_timed_out(fast_sim, tmp_path):
     denied = run_playbook("playbooks/patch.yml", sim.env, inventory=inventory, tags="patching",
                           extra_vars=dict(variables, cms_patching_hold="approval_not_given", cms_patching_approval_timeout=3600,
                                           cms_patching_canary_ended_at=ended))
-    assert denied.returncode == 0, denied.stdout[-3000:]
+    assert denied.returncode == 2 and "the approval was not given in time" in denied.stdout, denied.stdout[-3000:]  # the workflow ends failed
     _report, entries = read_report(tmp_path / "reports", run_id)
     every_instance_explained(entries, instances)
     assert sorted((e["final_status"], e.get("reason")) for e in entries.values()) == \

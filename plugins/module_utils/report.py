@@ -332,6 +332,10 @@ def headline(report):
                f"{summary.get('failed', 0)} failed{rest}."
     reason, wave = stop["reason"], stop.get("wave")
     if reason == "stopped_by_max_fail":
+        if wave == stop.get("of") and not summary.get("not_patched"):  # the last wave broke it: nothing was left to stop
+            return f"Finished: all {_count(wave, 'wave')} ran, and the last one broke max_fail_percentage " \
+                   f"({stop['failed']} of {stop['batch_size']} hosts failed, above {stop['max_fail_percentage']}%); " \
+                   f"{summary.get('patched', 0)} patched, {summary.get('rolled_back', 0)} rolled back, {summary.get('failed', 0)} failed."
         where = f"Stopped after wave {wave} of {stop['of']}{' (the canary)' if wave == 1 and stop['batch_size'] == 1 else ''}"
         if stop.get("whole_batch_failed"):
             return f"{where}: every host of the wave failed ({stop['failed']} of {stop['batch_size']}), and Ansible ends the play " \

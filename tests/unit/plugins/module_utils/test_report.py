@@ -120,6 +120,18 @@ def test_a_wave_over_max_fail_leaves_the_rest_not_patched_stopped_by_max_fail():
     assert rep["summary"]["not_patched"] == 3 and rep["summary"]["backed_up"] == 0
 
 
+def test_a_last_wave_over_max_fail_says_the_run_finished():
+    # make demo's night: the failure is in the last wave, so Ansible's stop leaves nothing unpatched.
+    rep = backup_phase(3)
+    hosts = range(3)
+    rep = R.merge_report(rep, RUN, [wave_entry(0, "patched")], "patching", wave_arg([0], hosts, [1, 2]), now=T0)
+    rep = R.merge_report(rep, RUN, [wave_entry(1, "patched"), wave_entry(2, "rolled_back", "patch_failed")], "patching",
+                         wave_arg([1, 2], hosts, [1, 2]), now=T0)
+    assert (rep["stop"]["reason"], rep["stop"]["wave"], rep["stop"]["of"], rep["stop"]["not_patched"]) == ("stopped_by_max_fail", 2, 2, 0)
+    assert rep["headline"] == ("Finished: all 2 waves ran, and the last one broke max_fail_percentage (1 of 2 hosts failed, above 10%); "
+                               "2 patched, 1 rolled back, 0 failed.")
+
+
 def test_a_failed_canary_stops_the_play_whatever_max_fail_percentage_says():
     rep = backup_phase(4)
     rep = R.merge_report(rep, RUN, [wave_entry(0, "failed", "precheck_failed")], "patching", wave_arg([0], range(4), [1, "50%"], 100), now=T0)

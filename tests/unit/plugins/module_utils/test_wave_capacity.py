@@ -10,7 +10,7 @@ from ansible_collections.cms.patching.plugins.module_utils.wave_engine import Aw
 from ansible_collections.cms.patching.plugins.module_utils.waves import DRAIN_FAILURES, REGISTER_FAILURES
 
 from ansible_collections.cms.patching.tests.unit.fakes.capacity import Clients, client_error
-from ansible_collections.cms.patching.tests.unit.fakes.wave import SNAPSHOT, Clock, iid, wave_params
+from ansible_collections.cms.patching.tests.unit.fakes.wave import Clock, iid, wave_params
 
 AMI = "ami-0123456789abcdef0"
 WRITES = ("DeregisterTargets", "RegisterTargets", "EnterStandby", "ExitStandby", "CreateTags", "DeleteTags")

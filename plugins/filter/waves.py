@@ -11,6 +11,8 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.cms.patching.plugins.module_utils import tags as T
 from ansible_collections.cms.patching.plugins.plugin_utils.fleet import instance_id_of, read_once
+from ansible_collections.cms.patching.plugins.module_utils.errors import PatchingError
+from ansible_collections.cms.patching.plugins.module_utils.wave_engine import deadline_passed as engine_deadline_passed
 from ansible_collections.cms.patching.plugins.module_utils.waves import host_commands
 
 
@@ -74,16 +76,11 @@ def left_out_hosts(hosts, hostvars):
 
 
 def deadline_passed(not_after, now=None):
-    """Whether the ISO time `not_after` (Z or an offset; naive means UTC) is in the past."""
-    if not not_after:
-        return False
+    """Whether the ISO time `not_after` (Z or an offset; naive means UTC) is in the past (the wave engine's rule)."""
     try:
-        deadline = datetime.fromisoformat(str(not_after).replace("Z", "+00:00"))
-    except ValueError:
-        raise AnsibleFilterError(f"cms_patching_not_after '{not_after}' is not an ISO time such as 2026-11-27T06:00:00Z") from None
-    if deadline.tzinfo is None:
-        deadline = deadline.replace(tzinfo=timezone.utc)
-    return (now or datetime.now(timezone.utc)) > deadline
+        return engine_deadline_passed(not_after, now or datetime.now(timezone.utc))
+    except PatchingError as e:
+        raise AnsibleFilterError(str(e)) from None
 
 
 def patched_in_run(hosts, hostvars, run_id):
